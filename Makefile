@@ -1,0 +1,29 @@
+# Set-up is part of every target: a fresh clone needs only `make demo` or `make test`.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint benchmark clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# torch is pinned on the same command line so no CUDA build is ever pulled in.
+	$(PY) -m pip install --quiet torch==2.13.0 -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	MLFLOW_DISABLE_TELEMETRY=true $(VENV)/bin/medunlearn demo --output_dir demo_output
+
+test: $(STAMP)
+	MLFLOW_DISABLE_TELEMETRY=true $(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check medunlearn_monai tests benchmarks
+	$(VENV)/bin/ruff format --check medunlearn_monai tests benchmarks
+
+benchmark: $(STAMP)
+	MLFLOW_DISABLE_TELEMETRY=true $(PY) benchmarks/tissuemnist_demo.py
+
+clean:
+	rm -rf $(VENV) demo_output mlflow.db mlruns .medunlearn

@@ -1,0 +1,115 @@
+"""Model files: written atomically beside a JSON record of how they were made; inputs never overwritten."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+
+from medunlearn_monai.tracking import engine_seconds, samples_seen
+
+
+def record_path(model_path: str | os.PathLike) -> Path:
+    """The JSON record that sits beside a model file: ``models/x.pt`` -> ``models/x.json``."""
+    return Path(model_path).with_suffix(".json")
+
+
+def evaluation_path(model_path: str | os.PathLike) -> Path:
+    """Where the evaluation of a model file is kept: ``models/x.pt`` -> ``models/x.eval.json``."""
+    return Path(model_path).with_suffix(".eval.json")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 hex digest of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_atomically(path: str | os.PathLike, write: Any) -> None:
+    """Call ``write(temporary_path)`` then rename onto ``path``, so readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(descriptor)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | os.PathLike, content: Mapping[str, Any]) -> None:
+    """Write ``content`` as indented JSON, atomically."""
+    write_atomically(path, lambda target: Path(target).write_text(json.dumps(content, indent=2, sort_keys=True)))
+
+
+def read_json(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a JSON record written by :func:`write_json`."""
+    return json.loads(Path(path).read_text())
+
+
+def read_record(model_path: str | os.PathLike) -> dict[str, Any]:
+    """The record written beside ``model_path``, or an empty dict for a model made elsewhere.
+
+    Raises:
+        FileNotFoundError: when the model file itself does not exist.
+    """
+    if not Path(model_path).is_file():
+        raise FileNotFoundError(f"model file {model_path} does not exist.")
+    path = record_path(model_path)
+    return read_json(path) if path.is_file() else {}
+
+
+class ModelWriter:
+    """Save the trained network's ``state_dict`` and its record when the trainer completes.
+
+    The record holds ``record`` (workflow, strategy, request hash, ...) plus ``seconds``,
+    ``samples_per_second``, ``epochs``, ``model_sha256`` and, when given, ``source_model_sha256``.
+
+    Args:
+        path: the model file to write (``.pt``).
+        record: what to store about the run beside the model.
+        source_model: the model this run started from; it is never overwritten.
+
+    Raises:
+        ValueError: when ``path`` is the source model.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike, record: Mapping[str, Any], source_model: str | os.PathLike | None = None
+    ):
+        self.path = Path(path)
+        self.source_model = Path(source_model) if source_model else None
+        if self.source_model and self.path.resolve() == self.source_model.resolve():
+            raise ValueError(f"output model {self.path} is the source model: write the new model to a new path.")
+        self.record = dict(record)
+
+    def attach(self, engine: Engine) -> None:
+        """Write once, when training completes."""
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        network = getattr(engine.network, "module", engine.network)
+        write_atomically(self.path, lambda target: torch.save(network.state_dict(), target))
+        seconds = engine_seconds(engine)
+        record = {
+            **self.record,
+            "seconds": seconds,
+            "epochs": engine.state.epoch,
+            "samples_per_second": samples_seen(engine) / max(seconds, 1e-9),
+            "model_sha256": file_sha256(self.path),
+        }
+        if self.source_model:
+            record["source_model_sha256"] = file_sha256(self.source_model)
+        write_json(record_path(self.path), record)

@@ -1,0 +1,49 @@
+"""Random relabeling (RL): forget items are trained towards a random wrong class."""
+
+from __future__ import annotations
+
+import torch
+from ignite.engine import Engine, Events
+
+from medunlearn_monai.forget import FORGET_KEY
+from medunlearn_monai.strategies._batch import forget_mask
+
+
+class RandomRelabel:
+    """Replace the label of every forget item by a uniformly drawn *different* class before the step.
+
+    Retain items keep their labels, so on a mixed batch the trainer learns the retain data while
+    unlearning the forget data. A fresh wrong label is drawn each time an item is seen.
+
+    Args:
+        num_classes: number of classes of the classifier (at least 2).
+        seed: seed of the label generator, so a run is reproducible.
+        label_key: batch key of the class-index labels.
+        forget_key: batch key of the per-item forget flag.
+
+    Raises:
+        ValueError: when ``num_classes`` is below 2.
+    """
+
+    def __init__(self, num_classes: int, seed: int = 0, label_key: str = "label", forget_key: str = FORGET_KEY):
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2 to draw a different label, got {num_classes}.")
+        self.num_classes = num_classes
+        self.label_key = label_key
+        self.forget_key = forget_key
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def attach(self, engine: Engine) -> None:
+        """Relabel at the start of every iteration, before the trainer prepares the batch."""
+        engine.add_event_handler(Events.ITERATION_STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        batch = engine.state.batch
+        labels = torch.as_tensor(batch[self.label_key])
+        flags = forget_mask(engine, self.forget_key)
+        if not flags.any():
+            return
+        # A shift in [1, num_classes - 1] modulo num_classes is uniform over the other classes, never y itself.
+        shift = torch.randint(1, self.num_classes, (labels.shape[0],), generator=self.generator)
+        shift = shift.view(-1, *([1] * (labels.dim() - 1))) * flags.view(-1, *([1] * (labels.dim() - 1)))
+        engine.state.batch = {**batch, self.label_key: (labels + shift.to(labels.dtype)) % self.num_classes}

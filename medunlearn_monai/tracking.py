@@ -1,0 +1,206 @@
+"""MLflow tracking: one run per workflow, params and metrics under the project's names, runs that always end.
+
+MONAI's ``MLFlowHandler`` logs every iteration and the dataset's contents and leaves evaluation-only
+runs open; a deletion workflow must log neither identifiers nor half-finished runs, so runs are
+managed here with MLflow's client and engines report through :class:`EngineMetricsLogger`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from ignite.engine import Engine, Events
+from mlflow.entities import Metric, Param, RunStatus
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+_open_trackers: set[MLflowTracker] = set()
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else MLflow's local sqlite store ``mlflow.db`` in the working directory."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+class MLflowTracker:
+    """One MLflow run: start it, log params, metrics and artifacts, end it FINISHED or FAILED.
+
+    A run still open when the interpreter exits (the workflow raised) is marked FAILED.
+
+    Args:
+        experiment_name: MLflow experiment, created if missing.
+        run_name: display name of the run.
+        params: parameters logged at start (values are stringified; None values are dropped).
+        tags: extra tags.
+    """
+
+    def __init__(
+        self,
+        experiment_name: str,
+        run_name: str,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ):
+        self.experiment_name = experiment_name
+        self.run_name = run_name
+        self.params = {key: value for key, value in (params or {}).items() if value is not None}
+        self.tags = dict(tags or {})
+        self.client = mlflow.MlflowClient(tracking_uri=tracking_uri())
+        self.run_id: str | None = None
+
+    def start(self) -> str:
+        """Create the run and log its params; returns the run id."""
+        experiment = self.client.get_experiment_by_name(self.experiment_name)
+        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(self.experiment_name)
+        run = self.client.create_run(experiment_id, run_name=self.run_name, tags=self.tags)
+        self.run_id = run.info.run_id
+        _open_trackers.add(self)
+        params = [Param(key, _param_text(value)) for key, value in self.params.items()]
+        self.client.log_batch(self.run_id, params=params)
+        return self.run_id
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        """Log numeric metrics at ``step`` (non-finite and non-numeric values are skipped)."""
+        timestamp = _now_ms()
+        entries = [
+            Metric(key, float(value), timestamp, step)
+            for key, value in metrics.items()
+            if isinstance(value, (int, float)) and value == value and abs(value) != float("inf")
+        ]
+        if entries:
+            self.client.log_batch(self._active_run(), metrics=entries)
+
+    def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        """Upload one file to the run's artifacts."""
+        self.client.log_artifact(self._active_run(), str(path), artifact_path)
+
+    def log_dict(self, content: Mapping[str, Any], filename: str) -> None:
+        """Store ``content`` as a JSON artifact named ``filename``."""
+        with tempfile.TemporaryDirectory() as folder:
+            target = Path(folder) / filename
+            target.write_text(json.dumps(content, indent=2, sort_keys=True, default=str))
+            self.log_artifact(target)
+
+    def end(self, status: str = "FINISHED") -> None:
+        """Terminate the run with ``status`` (``FINISHED`` or ``FAILED``); a second call does nothing."""
+        if self.run_id is None or self not in _open_trackers:
+            return
+        self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.from_string(status)))
+        _open_trackers.discard(self)
+
+    def _active_run(self) -> str:
+        if self.run_id is None:
+            raise RuntimeError(f"MLflow run '{self.run_name}' was not started: call start() first.")
+        return self.run_id
+
+
+def fail_open_runs() -> None:
+    """Mark every run that was started but not ended as FAILED (a workflow raised)."""
+    for tracker in list(_open_trackers):
+        tracker.end("FAILED")
+
+
+atexit.register(fail_open_runs)
+
+
+class EngineMetricsLogger:
+    """Log an engine's ``state.metrics`` to MLflow each epoch as ``<prefix><name>``, and its timing at the end.
+
+    Args:
+        tracker: the run to log to.
+        prefix: prepended to metric names, e.g. ``val_``.
+        seconds_metric: if set, the engine's wall time is logged under this name at completion together
+            with ``samples_per_second`` (for trainers).
+    """
+
+    def __init__(self, tracker: MLflowTracker, prefix: str = "", seconds_metric: str | None = None):
+        self.tracker = tracker
+        self.prefix = prefix
+        self.seconds_metric = seconds_metric
+
+    def attach(self, engine: Engine) -> None:
+        """Log at every epoch end, and timing at completion."""
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+        if self.seconds_metric:
+            engine.add_event_handler(Events.COMPLETED, self.log_timing)
+
+    def __call__(self, engine: Engine) -> None:
+        metrics = {f"{self.prefix}{name}": _scalar(value) for name, value in engine.state.metrics.items()}
+        self.tracker.log_metrics(metrics, step=engine.state.epoch)
+
+    def log_timing(self, engine: Engine) -> None:
+        """Log total seconds and throughput of the finished run."""
+        seconds = engine_seconds(engine)
+        samples = samples_seen(engine)
+        self.tracker.log_metrics({self.seconds_metric: seconds, "samples_per_second": samples / max(seconds, 1e-9)})
+
+
+def engine_seconds(engine: Engine) -> float:
+    """Wall seconds of the engine's finished run as ignite measured it (STARTED handlers included)."""
+    return float(engine.state.times.get(Events.COMPLETED.name) or 0.0)
+
+
+def samples_seen(engine: Engine) -> int:
+    """Number of items the engine processed: epochs times the items of its data loader."""
+    dataset = getattr(getattr(engine, "data_loader", None), "dataset", None)
+    return int(engine.state.epoch * len(dataset)) if dataset is not None else 0
+
+
+def _scalar(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") and getattr(value, "numel", lambda: 1)() == 1 else value
+
+
+def _param_text(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text[:6000]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+COMPARISON_COLUMNS: tuple[str, ...] = (
+    "retain_acc",
+    "forget_acc",
+    "test_acc",
+    "mia_efficacy",
+    "gap_to_retrain",
+    "unlearn_seconds",
+    "speedup_vs_retrain",
+)
+_STRATEGY_ORDER = ("original", "retrain")
+
+
+def comparison_rows(experiment_name: str) -> list[dict[str, Any]]:
+    """The latest finished evaluation of every strategy in an experiment: one row of metrics per method.
+
+    Raises:
+        ValueError: when the experiment does not exist or holds no finished evaluation.
+    """
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri())
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        raise ValueError(f"MLflow experiment '{experiment_name}' does not exist at {tracking_uri()}.")
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string="params.workflow = 'evaluate' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+    )
+    latest: dict[str, Any] = {}
+    for run in runs:
+        latest.setdefault(run.data.params.get("strategy", "unknown"), run)
+    if not latest:
+        raise ValueError(f"MLflow experiment '{experiment_name}' holds no finished evaluation run.")
+    order = {name: index for index, name in enumerate(_STRATEGY_ORDER)}
+    strategies = sorted(latest, key=lambda name: (order.get(name, len(order)), name))
+    return [
+        {"method": name, **{key: latest[name].data.metrics.get(key) for key in COMPARISON_COLUMNS}}
+        for name in strategies
+    ]

@@ -1,0 +1,68 @@
+"""Which config files make up each workflow of a bundle, and running them through ``monai.bundle``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import monai.bundle
+
+WORKFLOWS = ("train", "unlearn", "evaluate", "inference")
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+BUNDLES_DIR = PACKAGE_ROOT / "bundles"
+
+
+def bundle_dir(bundle: str | os.PathLike) -> Path:
+    """A bundle folder given as a path or by the name of one of the project's bundles.
+
+    Raises:
+        FileNotFoundError: when neither exists.
+    """
+    for candidate in (Path(bundle), BUNDLES_DIR / str(bundle)):
+        if (candidate / "configs" / "metadata.json").is_file():
+            return candidate
+    known = sorted(path.name for path in BUNDLES_DIR.glob("*") if (path / "configs").is_dir())
+    raise FileNotFoundError(f"no bundle '{bundle}': give a bundle folder or one of {', '.join(known)}.")
+
+
+def strategies(bundle: str | os.PathLike) -> list[str]:
+    """Names of the unlearning strategies a bundle ships (``configs/strategies/<name>.json``)."""
+    return sorted(path.stem for path in (bundle_dir(bundle) / "configs" / "strategies").glob("*.json"))
+
+
+def config_files(bundle: str | os.PathLike, workflow: str, strategy: str | None = None) -> list[str]:
+    """The config list of ``workflow``: shared keys first, then the workflow's small overrides.
+
+    Raises:
+        ValueError: for an unknown workflow or strategy, or a strategy given outside ``unlearn``.
+    """
+    configs = bundle_dir(bundle) / "configs"
+    if workflow not in WORKFLOWS:
+        raise ValueError(f"unknown workflow '{workflow}'; choose one of {', '.join(WORKFLOWS)}.")
+    if workflow == "inference":
+        return [str(configs / "inference.json")]
+    files = [configs / "common.json", configs / "train.json"]
+    if workflow == "unlearn":
+        available = strategies(bundle)
+        if strategy not in available:
+            raise ValueError(f"unlearn needs --strategy, one of {', '.join(available)}; got {strategy!r}.")
+        files += [configs / "unlearn.json", configs / "strategies" / f"{strategy}.json"]
+    elif strategy is not None:
+        raise ValueError(f"--strategy applies to unlearn only, not to {workflow}.")
+    elif workflow == "evaluate":
+        files.append(configs / "evaluate.json")
+    return [str(path) for path in files]
+
+
+def run_workflow(bundle: str | os.PathLike, workflow: str, strategy: str | None = None, **overrides: Any) -> None:
+    """Run one workflow of a bundle in this process, exactly as ``python -m monai.bundle run`` would."""
+    root = bundle_dir(bundle)
+    configs = root / "configs"
+    overrides.setdefault("bundle_root", str(root))
+    monai.bundle.run(
+        config_file=config_files(root, workflow, strategy),
+        meta_file=str(configs / "metadata.json"),
+        logging_file=str(configs / "logging.conf"),
+        **overrides,
+    )
