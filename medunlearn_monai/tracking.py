@@ -20,13 +20,17 @@ import mlflow
 from ignite.engine import Engine, Events
 from mlflow.entities import Metric, Param, RunStatus
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_STORE = "mlflow.db"
 _open_trackers: set[MLflowTracker] = set()
 
 
 def tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else MLflow's local sqlite store ``mlflow.db`` in the working directory."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    """``MLFLOW_TRACKING_URI`` if set, else MLflow's local sqlite store ``mlflow.db`` in the working directory.
+
+    The path is made absolute because MLflow caches stores by URI: a relative one would keep
+    pointing at the first working directory.
+    """
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / DEFAULT_STORE}"
 
 
 class MLflowTracker:

@@ -1,0 +1,46 @@
+import mlflow
+import pytest
+
+from medunlearn_monai.tracking import MLflowTracker, comparison_rows, fail_open_runs, tracking_uri
+
+
+def _runs():
+    client = mlflow.MlflowClient(tracking_uri())
+    experiments = [experiment.experiment_id for experiment in client.search_experiments()]
+    return client.search_runs(experiments)
+
+
+def test_run_logs_params_and_metrics_and_ends_finished(isolated_workdir):
+    tracker = MLflowTracker("exp", "train-original", params={"workflow": "train", "lr": 0.1, "unset": None})
+    tracker.start()
+    tracker.log_metrics({"val_acc": 0.5, "not_a_number": float("nan"), "label": "text"}, step=2)
+    tracker.end()
+    (run,) = _runs()
+    assert run.info.status == "FINISHED"
+    assert run.data.params == {"workflow": "train", "lr": "0.1"}
+    assert run.data.metrics == {"val_acc": 0.5}
+    assert (isolated_workdir / "mlflow.db").is_file()
+
+
+def test_runs_left_open_are_marked_failed():
+    tracker = MLflowTracker("exp", "unlearn-rl")
+    tracker.start()
+    fail_open_runs()
+    tracker.end()  # already ended: no change
+    assert [run.info.status for run in _runs()] == ["FAILED"]
+
+
+def test_comparison_takes_the_latest_finished_evaluation_per_strategy():
+    for strategy, acc in [("rl", 0.1), ("rl", 0.2), ("retrain", 0.3), ("original", 0.9)]:
+        tracker = MLflowTracker("exp", f"evaluate-{strategy}", params={"workflow": "evaluate", "strategy": strategy})
+        tracker.start()
+        tracker.log_metrics({"forget_acc": acc})
+        tracker.end()
+    rows = comparison_rows("exp")
+    assert [row["method"] for row in rows] == ["original", "retrain", "rl"]
+    assert rows[2]["forget_acc"] == 0.2 and rows[2]["gap_to_retrain"] is None
+
+
+def test_comparison_of_unknown_experiment_fails_clearly():
+    with pytest.raises(ValueError, match="'nope' does not exist"):
+        comparison_rows("nope")
