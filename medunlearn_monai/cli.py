@@ -9,7 +9,6 @@ medunlearn compare --experiment NAME
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,8 @@ import fire
 
 from medunlearn_monai import tracking, workflows
 from medunlearn_monai.data.synthetic import write_synthetic_tissuemnist
+from medunlearn_monai.demo import run_demo
 
-DEMO_BUNDLE = "tissuemnist_resnet_classification"
 _HEADERS = {
     "method": "method",
     "retain_acc": "retain acc",
@@ -82,40 +81,11 @@ class Commands:
         strategies: Sequence[str] | None = None,
     ) -> str:
         """Train, retrain exactly, unlearn with every strategy, evaluate all and print the comparison."""
-        output = Path(output_dir)
-        data_dir = output / "data"
-        write_synthetic_tissuemnist(data_dir / "tissuemnist.npz", seed=seed)
-        common = {
-            "dataset_dir": str(data_dir),
-            "model_dir": str(output / "models"),
-            "experiment_name": experiment,
-            "seed": seed,
-        }
-        request = {"forget_fraction": forget_fraction}
-        models = output / "models"
-        chosen = list(strategies or workflows.strategies(DEMO_BUNDLE))
-        steps: list[tuple[str, dict[str, Any]]] = [
-            ("train the original model", {"workflow": "train"}),
-            ("retrain without the forgotten subjects (exact unlearning)", {"workflow": "train", **request}),
-            *[(f"unlearn with {name}", {"workflow": "unlearn", "strategy": name, **request}) for name in chosen],
-            (
-                "evaluate the original model",
-                {"workflow": "evaluate", "model_path": str(models / "model.pt"), **request},
-            ),
-            *[
-                (f"evaluate {path.stem}", {"workflow": "evaluate", "model_path": str(path), **request})
-                for path in [models / "retrained.pt", *(models / f"unlearned_{name}.pt" for name in chosen)]
-            ],
-        ]
-        started = time.perf_counter()
-        for number, (title, step) in enumerate(steps, start=1):
-            print(f"[{number}/{len(steps)}] {title}", flush=True)
-            workflows.run_workflow(DEMO_BUNDLE, step.pop("workflow"), step.pop("strategy", None), **common, **step)
-        table = format_table(tracking.comparison_rows(experiment))
+        result = run_demo(output_dir, forget_fraction, seed, experiment, strategies)
         return (
-            f"{table}\n\nDemo finished in {time.perf_counter() - started:.0f} s. Models and records: {models}\n"
-            f"Open the runs with: mlflow ui --backend-store-uri {tracking.tracking_uri()}  "
-            f"(experiment '{experiment}')"
+            f"{format_table(result.rows)}\n\nDemo finished in {result.total_seconds:.0f} s. "
+            f"Models and their records: {result.models_dir}\n"
+            f"Open the runs with: mlflow ui --backend-store-uri {tracking.tracking_uri()}  (experiment '{experiment}')"
         )
 
 

@@ -43,6 +43,7 @@ class MLflowTracker:
         run_name: display name of the run.
         params: parameters logged at start (values are stringified; None values are dropped).
         tags: extra tags.
+        config_dir: a bundle's ``configs`` folder, stored with the run as the ``config`` artifact.
     """
 
     def __init__(
@@ -51,11 +52,13 @@ class MLflowTracker:
         run_name: str,
         params: Mapping[str, Any] | None = None,
         tags: Mapping[str, str] | None = None,
+        config_dir: str | os.PathLike | None = None,
     ):
         self.experiment_name = experiment_name
         self.run_name = run_name
         self.params = {key: value for key, value in (params or {}).items() if value is not None}
         self.tags = dict(tags or {})
+        self.config_dir = config_dir
         self.client = mlflow.MlflowClient(tracking_uri=tracking_uri())
         self.run_id: str | None = None
 
@@ -68,6 +71,8 @@ class MLflowTracker:
         _open_trackers.add(self)
         params = [Param(key, _param_text(value)) for key, value in self.params.items()]
         self.client.log_batch(self.run_id, params=params)
+        if self.config_dir:
+            self.client.log_artifacts(self.run_id, str(self.config_dir), "config")
         return self.run_id
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:

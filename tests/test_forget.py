@@ -67,7 +67,9 @@ def test_split_removes_every_item_of_a_subject():
 
 
 def test_unknown_subjects_are_named_by_position_not_by_id():
-    with pytest.raises(ForgetRequestError, match=r"2 of 3 subjects are not in the training data \(entries #1, #3\)") as error:
+    with pytest.raises(
+        ForgetRequestError, match=r"2 of 3 subjects are not in the training data \(entries #1, #3\)"
+    ) as error:
         ForgetRequest(("ghost-1", "patient-1", "ghost-2")).split(ITEMS)
     assert "ghost" not in str(error.value)
 

@@ -12,7 +12,10 @@ def test_config_lists_layer_shared_keys_then_overrides():
     assert names(config_files(BUNDLE, "train")) == ["common.json", "train.json"]
     assert names(config_files(BUNDLE, "evaluate")) == ["common.json", "train.json", "evaluate.json"]
     assert names(config_files(BUNDLE, "unlearn", "salun")) == [
-        "common.json", "train.json", "unlearn.json", "strategies/salun.json",
+        "common.json",
+        "train.json",
+        "unlearn.json",
+        "strategies/salun.json",
     ]
     assert names(config_files(BUNDLE, "inference")) == ["inference.json"]
 
@@ -23,8 +26,12 @@ def test_bundle_ships_the_five_strategies():
 
 @pytest.mark.parametrize(
     ("workflow", "strategy", "message"),
-    [("deploy", None, "unknown workflow"), ("unlearn", None, "unlearn needs --strategy"),
-     ("unlearn", "magic", "one of ft, ga"), ("train", "rl", "applies to unlearn only")],
+    [
+        ("deploy", None, "unknown workflow"),
+        ("unlearn", None, "unlearn needs --strategy"),
+        ("unlearn", "magic", "one of ft, ga"),
+        ("train", "rl", "applies to unlearn only"),
+    ],
 )
 def test_bad_workflow_choices_fail_clearly(workflow, strategy, message):
     with pytest.raises(ValueError, match=message):

@@ -28,7 +28,9 @@ def test_pure_ascent_raises_the_forget_loss(make_trainer):
     forget_only = [{**item, "forget": 1} for item in flagged_items()]
     trainer = make_trainer(items=forget_only, handlers=[GradientAscent(retain_weight=0.0)], lr=0.05, epochs=3)
     losses = []
-    trainer.add_event_handler(IterationEvents.LOSS_COMPLETED, lambda engine: losses.append(-engine.state.output["loss"].item()))
+    trainer.add_event_handler(
+        IterationEvents.LOSS_COMPLETED, lambda engine: losses.append(-engine.state.output["loss"].item())
+    )
     trainer.run()
     assert sum(losses[-4:]) > sum(losses[:4])
 
