@@ -181,6 +181,7 @@ def test_unknown_subject_fails_through_monai_bundle_with_its_message(pipeline):
     assert "1 of 2 subjects are not in the training data (entries #2)" in result.stderr
     assert "nobody-at-all" not in result.stderr + result.stdout
     assert sorted(path.name for path in models.iterdir()) == before
+    assert mlflow.MlflowClient(environment["MLFLOW_TRACKING_URI"]).get_experiment_by_name("e2e-bad") is None
 
 
 def test_cli_turns_a_bad_request_into_one_message_and_exit_code(pipeline):
