@@ -1,4 +1,11 @@
-"""Synthetic TissueMNIST-like data set written in the MedMNIST ``.npz`` format."""
+"""Synthetic TissueMNIST-like data set written in the MedMNIST ``.npz`` format.
+
+Each of the 8 classes is a sinusoidal grating texture (4 orientations x 2 spatial frequencies) with random
+orientation/frequency jitter, phase, contrast and brightness. Half of the images are "easy" (their own class dominates,
+mild noise); the other half are "hard": mixed with another class at a weight up to 0.5, heavily noised, and a quarter
+of them carry a resampled label, like ambiguous, mislabelled tissue crops. A ResNet fits the hard training images by
+memorising them, which gives the train/test generalisation gap that machine-unlearning metrics need.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +20,14 @@ _ORIENTATIONS_DEG = (0.0, 45.0, 90.0, 135.0)
 _CYCLES_PER_IMAGE = (3.0, 5.5)
 _ORIENTATION_JITTER_DEG = 12.0
 _FREQUENCY_JITTER = 0.12
-_MAX_MIX_WEIGHT = 0.5
-_NOISE_STD = 0.9
-_LABEL_NOISE = 0.15
+_HARD_FRACTION = 0.5
+_EASY_MIX_WEIGHT = (0.0, 0.25)
+_HARD_MIX_WEIGHT = (0.3, 0.5)
+_EASY_NOISE_STD = 0.5
+_HARD_NOISE_STD = 1.0
+_HARD_LABEL_NOISE = 0.25
+_EASY_CONTRAST = (0.8, 1.2)
+_HARD_CONTRAST = (0.8, 1.2)
 
 
 def write_synthetic_tissuemnist(
@@ -62,14 +74,19 @@ def _generate_split(rng: np.random.Generator, n_images: int, size: int) -> tuple
     """Generate ``(N, size, size)`` uint8 images and ``(N, 1)`` uint8 noisy labels."""
     classes = rng.permutation(np.arange(n_images) % N_CLASSES)
     others = (classes + rng.integers(1, N_CLASSES, n_images)) % N_CLASSES
-    mix = rng.uniform(0.0, _MAX_MIX_WEIGHT, (n_images, 1, 1))
+    hard = rng.random(n_images) < _HARD_FRACTION
+    mix = np.where(hard, rng.uniform(*_HARD_MIX_WEIGHT, n_images), rng.uniform(*_EASY_MIX_WEIGHT, n_images))
+    mix = mix[:, None, None]
     signal = (1.0 - mix) * _gratings(rng, classes, size) + mix * _gratings(rng, others, size)
-    contrast = rng.uniform(0.5, 1.0, (n_images, 1, 1))
+    contrast = np.where(hard, rng.uniform(*_HARD_CONTRAST, n_images), rng.uniform(*_EASY_CONTRAST, n_images))[
+        :, None, None
+    ]
     brightness = rng.uniform(-0.2, 0.2, (n_images, 1, 1))
-    noise = rng.normal(0.0, _NOISE_STD, (n_images, size, size))
+    noise_std = np.where(hard, _HARD_NOISE_STD, _EASY_NOISE_STD)[:, None, None]
+    noise = rng.normal(0.0, 1.0, (n_images, size, size)) * noise_std
     images = 0.5 + 0.25 * (brightness + contrast * signal + noise)
     labels = classes.copy()
-    relabel = rng.random(n_images) < _LABEL_NOISE
+    relabel = hard & (rng.random(n_images) < _HARD_LABEL_NOISE)
     labels[relabel] = rng.integers(0, N_CLASSES, int(relabel.sum()))
     return np.round(np.clip(images, 0.0, 1.0) * 255).astype(np.uint8), labels.astype(np.uint8)[:, None]
 
