@@ -59,7 +59,7 @@ class Commands:
     """Machine unlearning for clinical imaging models, as MONAI bundles."""
 
     def synthesize(
-        self, output_dir: str = "data", n_train: int = 2000, n_val: int = 300, n_test: int = 1000, seed: int = 0
+        self, output_dir: str = "data", n_train: int = 1000, n_val: int = 300, n_test: int = 1000, seed: int = 0
     ) -> str:
         """Write a synthetic TissueMNIST-format file ``tissuemnist.npz`` into ``output_dir``."""
         return str(write_synthetic_tissuemnist(Path(output_dir) / "tissuemnist.npz", n_train, n_val, n_test, seed=seed))

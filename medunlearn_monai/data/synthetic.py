@@ -32,7 +32,7 @@ _HARD_CONTRAST = (0.8, 1.2)
 
 def write_synthetic_tissuemnist(
     path: str | os.PathLike,
-    n_train: int = 2000,
+    n_train: int = 1000,
     n_val: int = 300,
     n_test: int = 1000,
     size: int = 28,

@@ -20,7 +20,7 @@ from medunlearn_monai.workflows import config_files, run_workflow, strategies
 BUNDLE = "tissuemnist_resnet_classification"
 STRATEGIES = strategies(BUNDLE)
 FORGET_FRACTION = 0.2
-SMALL = {"batch_size": 64, "max_epochs": 8, "experiment_name": "e2e"}
+SMALL = {"batch_size": 64, "max_epochs": 15, "experiment_name": "e2e"}
 
 
 @pytest.fixture(scope="module")

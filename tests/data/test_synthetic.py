@@ -35,13 +35,13 @@ def test_writes_exact_medmnist_layout(tmp_path):
 def test_default_size_has_balanced_classes_and_uses_the_intensity_range(tmp_path):
     arrays = _arrays(write_synthetic_tissuemnist(tmp_path / "tissuemnist.npz"))
 
-    assert len(arrays["train_images"]) == 2000
+    assert len(arrays["train_images"]) == 1000
     assert len(arrays["val_images"]) == 300
     assert len(arrays["test_images"]) == 1000
     counts = np.bincount(arrays["train_labels"][:, 0], minlength=N_CLASSES)
     assert len(counts) == N_CLASSES
-    assert counts.min() >= 0.8 * 2000 / N_CLASSES
-    assert counts.max() <= 1.2 * 2000 / N_CLASSES
+    assert counts.min() >= 0.8 * 1000 / N_CLASSES
+    assert counts.max() <= 1.2 * 1000 / N_CLASSES
     test_counts = np.bincount(arrays["test_labels"][:, 0], minlength=N_CLASSES)
     assert test_counts.min() > 0
     images = arrays["train_images"]
