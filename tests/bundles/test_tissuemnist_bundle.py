@@ -238,3 +238,19 @@ def test_inference_config_predicts_like_the_evaluated_model(pipeline, tmp_path):
         image = torch.as_tensor(items[index]["image"], dtype=torch.float32)[None] / 255.0
         expected = torch.softmax(network(image), dim=1)[0]
         assert torch.allclose(torch.tensor([float(p) for p in probabilities]), expected, atol=1e-4)
+
+
+def test_console_output_of_an_unlearning_run_holds_no_forgotten_id(pipeline, tmp_path):
+    work, models, forgotten, environment = pipeline
+    output_model = tmp_path / "unlearned.pt"
+    result = subprocess.run(
+        [sys.executable, "-m", "medunlearn_monai.cli", "run", BUNDLE, "unlearn", "--strategy", "rl",
+         "--dataset_dir", str(work / "data"), "--model_dir", str(models), "--output_model", str(output_model),
+         "--forget_request_file", str(work / "request.txt"), "--experiment_name", "e2e-console"],
+        cwd=work, env={**os.environ, **environment}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert output_model.is_file()
+    console = result.stdout + result.stderr
+    assert "Engine run finished" in console
+    assert not [subject for subject in forgotten if subject in console]
