@@ -16,9 +16,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import mlflow
 from ignite.engine import Engine, Events
 from mlflow.entities import Metric, Param, RunStatus
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 
 DEFAULT_STORE = "mlflow.db"
 _open_trackers: set[MLflowTracker] = set()
@@ -36,7 +40,8 @@ def tracking_uri() -> str:
 class MLflowTracker:
     """One MLflow run: start it, log params, metrics and artifacts, end it FINISHED or FAILED.
 
-    A run still open when the interpreter exits (the workflow raised) is marked FAILED.
+    A run still open when the interpreter exits (the workflow raised) is marked FAILED. A run that
+    finishes gets a plot of every metric logged at more than one step (``plots/metrics_by_epoch.png``).
 
     Args:
         experiment_name: MLflow experiment, created if missing.
@@ -61,6 +66,7 @@ class MLflowTracker:
         self.config_dir = config_dir
         self.client = mlflow.MlflowClient(tracking_uri=tracking_uri())
         self.run_id: str | None = None
+        self.history: dict[str, list[tuple[int, float]]] = {}
 
     def start(self) -> str:
         """Create the run and log its params; returns the run id."""
@@ -85,6 +91,8 @@ class MLflowTracker:
         ]
         if entries:
             self.client.log_batch(self._active_run(), metrics=entries)
+        for entry in entries:
+            self.history.setdefault(entry.key, []).append((step, entry.value))
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         """Upload one file to the run's artifacts."""
@@ -101,8 +109,26 @@ class MLflowTracker:
         """Terminate the run with ``status`` (``FINISHED`` or ``FAILED``); a second call does nothing."""
         if self.run_id is None or self not in _open_trackers:
             return
+        if status == "FINISHED":
+            self._log_curves()
         self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.from_string(status)))
         _open_trackers.discard(self)
+
+    def _log_curves(self) -> None:
+        curves = {name: sorted(points) for name, points in self.history.items() if len(points) > 1}
+        if not curves:
+            return
+        figure, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3), squeeze=False)
+        for axis, (name, points) in zip(axes[0], curves.items(), strict=True):
+            axis.plot([step for step, _ in points], [value for _, value in points], marker="o")
+            axis.set(title=name, xlabel="epoch")
+        figure.suptitle(self.run_name)
+        figure.tight_layout()
+        with tempfile.TemporaryDirectory() as folder:
+            target = Path(folder) / "metrics_by_epoch.png"
+            figure.savefig(target, dpi=90)
+            self.log_artifact(target, "plots")
+        plt.close(figure)
 
     def _active_run(self) -> str:
         if self.run_id is None:

@@ -44,3 +44,17 @@ def test_comparison_takes_the_latest_finished_evaluation_per_strategy():
 def test_comparison_of_unknown_experiment_fails_clearly():
     with pytest.raises(ValueError, match="'nope' does not exist"):
         comparison_rows("nope")
+
+
+def test_finished_run_gets_a_plot_of_its_per_epoch_metrics():
+    tracker = MLflowTracker("exp", "train-original")
+    tracker.start()
+    for epoch in (1, 2, 3):
+        tracker.log_metrics({"train_loss": 1.0 / epoch, "val_acc": 0.2 * epoch}, step=epoch)
+    tracker.log_metrics({"train_seconds": 12.0})
+    tracker.end()
+    client = mlflow.MlflowClient(tracking_uri())
+    (run,) = _runs()
+    assert [entry.path for entry in client.list_artifacts(run.info.run_id, "plots")] == ["plots/metrics_by_epoch.png"]
+    local = client.download_artifacts(run.info.run_id, "plots/metrics_by_epoch.png")
+    assert open(local, "rb").read(8) == b"\x89PNG\r\n\x1a\n"

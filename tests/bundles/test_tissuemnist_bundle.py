@@ -136,6 +136,8 @@ def test_mlflow_holds_every_run_finished_with_the_documented_names(pipeline):
     } <= evaluate_salun.data.metrics.keys()
     artifacts = {entry.path for entry in client.list_artifacts(evaluate_salun.info.run_id)}
     assert {"config", "plots"} <= artifacts
+    curves = [entry.path for entry in client.list_artifacts(retrain.info.run_id, "plots")]
+    assert curves == ["plots/metrics_by_epoch.png"]
 
 
 def test_no_forgotten_subject_id_is_stored_in_plaintext(pipeline):
