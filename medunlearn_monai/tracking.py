@@ -183,9 +183,12 @@ def engine_seconds(engine: Engine) -> float:
 
 
 def samples_seen(engine: Engine) -> int:
-    """Number of items the engine processed: epochs times the items of its data loader."""
-    dataset = getattr(getattr(engine, "data_loader", None), "dataset", None)
-    return int(engine.state.epoch * len(dataset)) if dataset is not None else 0
+    """Number of items the engine processed: epochs times the items its data loader yields per epoch."""
+    loader = getattr(engine, "data_loader", None)
+    if loader is None or getattr(loader, "dataset", None) is None:
+        return 0
+    per_epoch = len(loader) * loader.batch_size if getattr(loader, "drop_last", False) else len(loader.dataset)
+    return int(engine.state.epoch * per_epoch)
 
 
 def _scalar(value: Any) -> Any:
