@@ -1,0 +1,1 @@
+"""Networks the bundles build from ``network_def``."""
