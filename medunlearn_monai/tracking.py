@@ -16,13 +16,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import mlflow
 from ignite.engine import Engine, Events
+from matplotlib.figure import Figure
 from mlflow.entities import Metric, Param, RunStatus
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 DEFAULT_STORE = "mlflow.db"
 _open_trackers: set[MLflowTracker] = set()
@@ -118,7 +115,8 @@ class MLflowTracker:
         curves = {name: sorted(points) for name, points in self.history.items() if len(points) > 1}
         if not curves:
             return
-        figure, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3), squeeze=False)
+        figure = Figure(figsize=(4 * len(curves), 3))
+        axes = figure.subplots(1, len(curves), squeeze=False)
         for axis, (name, points) in zip(axes[0], curves.items(), strict=True):
             axis.plot([step for step, _ in points], [value for _, value in points], marker="o")
             axis.set(title=name, xlabel="epoch")
@@ -128,7 +126,6 @@ class MLflowTracker:
             target = Path(folder) / "metrics_by_epoch.png"
             figure.savefig(target, dpi=90)
             self.log_artifact(target, "plots")
-        plt.close(figure)
 
     def _active_run(self) -> str:
         if self.run_id is None:

@@ -9,21 +9,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import torch
+from ignite.handlers import EpochOutputStore
+from matplotlib.figure import Figure
+from monai.engines import SupervisedEvaluator
+from monai.handlers import from_engine
+from torch.utils.data import DataLoader
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from ignite.handlers import EpochOutputStore  # noqa: E402
-from monai.engines import SupervisedEvaluator  # noqa: E402
-from monai.handlers import from_engine  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
-
-from medunlearn_monai.metrics.gap import avg_gap  # noqa: E402
-from medunlearn_monai.metrics.membership_inference import mia_efficacy, true_class_confidence  # noqa: E402
-from medunlearn_monai.model_io import evaluation_path, read_json, record_path, write_json  # noqa: E402
-from medunlearn_monai.tracking import MLflowTracker  # noqa: E402
+from medunlearn_monai.metrics.gap import avg_gap
+from medunlearn_monai.metrics.membership_inference import mia_efficacy, true_class_confidence
+from medunlearn_monai.model_io import evaluation_path, read_json, record_path, write_json
+from medunlearn_monai.tracking import MLflowTracker
 
 logger = logging.getLogger(__name__)
 UNLEARNING_WORKFLOWS = ("retrain", "unlearn")
@@ -128,7 +125,8 @@ class UnlearningEvaluation:
         return scores
 
     def _log_confidence_plot(self, confidences: Mapping[str, np.ndarray]) -> None:
-        figure, axis = plt.subplots(figsize=(6, 4))
+        figure = Figure(figsize=(6, 4))
+        axis = figure.subplots()
         for split, values in confidences.items():
             axis.hist(values, bins=40, range=(0, 1), density=True, histtype="step", linewidth=1.5, label=split)
         axis.set(xlabel="true-class confidence", ylabel="density", title=f"Confidence by split: {self.model_path.name}")
@@ -137,7 +135,6 @@ class UnlearningEvaluation:
             target = Path(folder) / "confidence_by_split.png"
             figure.savefig(target, dpi=100, bbox_inches="tight")
             self.tracker.log_artifact(target, "plots")
-        plt.close(figure)
 
 
 def _read_if_exists(path: Path) -> dict[str, Any]:
