@@ -10,7 +10,6 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -95,12 +94,9 @@ class MLflowTracker:
         """Upload one file to the run's artifacts."""
         self.client.log_artifact(self._active_run(), str(path), artifact_path)
 
-    def log_dict(self, content: Mapping[str, Any], filename: str) -> None:
-        """Store ``content`` as a JSON artifact named ``filename``."""
-        with tempfile.TemporaryDirectory() as folder:
-            target = Path(folder) / filename
-            target.write_text(json.dumps(content, indent=2, sort_keys=True, default=str))
-            self.log_artifact(target)
+    def log_figure(self, figure: Figure, artifact_file: str) -> None:
+        """Store a matplotlib figure as an image artifact, e.g. ``plots/curves.png``."""
+        self.client.log_figure(self._active_run(), figure, artifact_file, save_kwargs={"bbox_inches": "tight"})
 
     def end(self, status: str = "FINISHED") -> None:
         """Terminate the run with ``status`` (``FINISHED`` or ``FAILED``); a second call does nothing."""
@@ -121,11 +117,7 @@ class MLflowTracker:
             axis.plot([step for step, _ in points], [value for _, value in points], marker="o")
             axis.set(title=name, xlabel="epoch")
         figure.suptitle(self.run_name)
-        figure.tight_layout()
-        with tempfile.TemporaryDirectory() as folder:
-            target = Path(folder) / "metrics_by_epoch.png"
-            figure.savefig(target, dpi=90)
-            self.log_artifact(target, "plots")
+        self.log_figure(figure, "plots/metrics_by_epoch.png")
 
     def _active_run(self) -> str:
         if self.run_id is None:

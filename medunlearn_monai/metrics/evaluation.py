@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from medunlearn_monai.metrics.gap import avg_gap
 from medunlearn_monai.metrics.membership_inference import mia_efficacy, true_class_confidence
-from medunlearn_monai.model_io import evaluation_path, read_json, record_path, write_json
+from medunlearn_monai.model_io import evaluation_path, read_json, read_record, record_path, write_json
 from medunlearn_monai.tracking import MLflowTracker
 
 logger = logging.getLogger(__name__)
@@ -101,7 +100,7 @@ class UnlearningEvaluation:
         return split_metrics, confidence
 
     def _cost_and_gap(self, metrics: Mapping[str, float]) -> dict[str, float]:
-        record = _read_if_exists(record_path(self.model_path))
+        record = read_record(self.model_path)
         if record.get("workflow") not in UNLEARNING_WORKFLOWS:
             return {}
         scores = {"unlearn_seconds": float(record["seconds"]), "samples_per_second": record["samples_per_second"]}
@@ -131,10 +130,7 @@ class UnlearningEvaluation:
             axis.hist(values, bins=40, range=(0, 1), density=True, histtype="step", linewidth=1.5, label=split)
         axis.set(xlabel="true-class confidence", ylabel="density", title=f"Confidence by split: {self.model_path.name}")
         axis.legend()
-        with tempfile.TemporaryDirectory() as folder:
-            target = Path(folder) / "confidence_by_split.png"
-            figure.savefig(target, dpi=100, bbox_inches="tight")
-            self.tracker.log_artifact(target, "plots")
+        self.tracker.log_figure(figure, "plots/confidence_by_split.png")
 
 
 def _read_if_exists(path: Path) -> dict[str, Any]:
