@@ -1,7 +1,7 @@
 """``medunlearn``: a thin command line over the bundles' ``monai.bundle`` workflows.
 
 medunlearn demo [--output_dir demo_output]
-medunlearn synthesize --output_dir data
+medunlearn synthesize [--dataset tissuemnist|mrbrains18] --output_dir data
 medunlearn run BUNDLE WORKFLOW [--strategy NAME] [--key value ...]
 medunlearn compare --experiment NAME
 """
@@ -16,7 +16,7 @@ from typing import Any
 import fire
 
 from medunlearn_monai import tracking, workflows
-from medunlearn_monai.data.synthetic import write_synthetic_tissuemnist
+from medunlearn_monai.data.synthetic import write_synthetic_mrbrains18, write_synthetic_tissuemnist
 from medunlearn_monai.demo import run_demo
 
 _HEADERS = {
@@ -25,6 +25,13 @@ _HEADERS = {
     "forget_acc": "forget acc",
     "test_acc": "test acc",
     "mia_efficacy": "MIA",
+    "retain_dice": "retain Dice",
+    "forget_dice": "forget Dice",
+    "test_dice": "test Dice",
+    "forget_dice_decrease_pct": "forget decrease %",
+    "retain_dice_kept_pct": "retain kept %",
+    "forget_mae": "forget MAE",
+    "retain_mae": "retain MAE",
     "gap_to_retrain": "Avg. Gap",
     "unlearn_seconds": "seconds",
     "speedup_vs_retrain": "speedup",
@@ -32,19 +39,26 @@ _HEADERS = {
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """A fixed-width text table: accuracies and MIA in percent, gap in points, seconds, speedup as a factor."""
+    """A fixed-width text table of the rows' columns: accuracies and MIA in percent, Dice and MAE as fractions,
+    gap in points, seconds, speedup as a factor."""
 
     def cell(key: str, value: Any) -> str:
         if value is None:
             return "-"
         if key in ("retain_acc", "forget_acc", "test_acc", "mia_efficacy"):
             return f"{100 * value:.1f}"
+        if key.endswith(("_dice", "_mae")):
+            return f"{value:.3f}"
+        if key.endswith("_pct"):
+            return f"{value:.1f}"
         if key == "speedup_vs_retrain":
             return f"{value:.1f}x"
         return f"{value:.2f}" if isinstance(value, float) else str(value)
 
-    table = [list(_HEADERS.values())] + [[cell(key, row.get(key)) for key in _HEADERS] for row in rows]
-    widths = [max(len(line[column]) for line in table) for column in range(len(_HEADERS))]
+    columns = list(rows[0]) if rows else ["method"]
+    header = [_HEADERS.get(key, key) for key in columns]
+    table = [header] + [[cell(key, row.get(key)) for key in columns] for row in rows]
+    widths = [max(len(line[column]) for line in table) for column in range(len(columns))]
     lines = [
         "  ".join(
             text.rjust(width) if column else text.ljust(width)
@@ -59,10 +73,28 @@ class Commands:
     """Machine unlearning for clinical imaging models, as MONAI bundles."""
 
     def synthesize(
-        self, output_dir: str = "data", n_train: int = 1000, n_val: int = 300, n_test: int = 1000, seed: int = 0
+        self,
+        output_dir: str = "data",
+        dataset: str = "tissuemnist",
+        n_train: int = 1000,
+        n_val: int = 300,
+        n_test: int = 1000,
+        n_subjects: int = 7,
+        spacing: Sequence[float] = (0.958, 0.958, 3.0),
+        seed: int = 0,
     ) -> str:
-        """Write a synthetic TissueMNIST-format file ``tissuemnist.npz`` into ``output_dir``."""
-        return str(write_synthetic_tissuemnist(Path(output_dir) / "tissuemnist.npz", n_train, n_val, n_test, seed=seed))
+        """Write synthetic data in a real format into ``output_dir``.
+
+        ``tissuemnist``: ``tissuemnist.npz`` (MedMNIST format, ``n_train``/``n_val``/``n_test`` images).
+        ``mrbrains18``: ``training/<subject>/...`` (MRBrainS18 layout, ``n_subjects`` subjects at ``spacing`` mm).
+        """
+        if dataset == "tissuemnist":
+            path = write_synthetic_tissuemnist(Path(output_dir) / "tissuemnist.npz", n_train, n_val, n_test, seed=seed)
+            return str(path)
+        if dataset == "mrbrains18":
+            subjects = write_synthetic_mrbrains18(output_dir, n_subjects, tuple(spacing), seed=seed)
+            return f"{len(subjects)} subjects in {Path(output_dir) / 'training'}"
+        raise ValueError(f"unknown dataset {dataset!r}; choose tissuemnist or mrbrains18.")
 
     def run(self, bundle: str, workflow: str, strategy: str | None = None, **overrides: Any) -> None:
         """Run one workflow (train, unlearn, evaluate, inference) of a bundle; ``--key value`` overrides config keys."""

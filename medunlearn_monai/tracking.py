@@ -202,11 +202,26 @@ COMPARISON_COLUMNS: tuple[str, ...] = (
     "unlearn_seconds",
     "speedup_vs_retrain",
 )
+SEGMENTATION_COMPARISON_COLUMNS: tuple[str, ...] = (
+    "retain_dice",
+    "forget_dice",
+    "test_dice",
+    "forget_dice_decrease_pct",
+    "retain_dice_kept_pct",
+    "forget_mae",
+    "retain_mae",
+    "gap_to_retrain",
+    "unlearn_seconds",
+    "speedup_vs_retrain",
+)
 _STRATEGY_ORDER = ("original", "retrain")
 
 
 def comparison_rows(experiment_name: str) -> list[dict[str, Any]]:
     """The latest finished evaluation of every strategy in an experiment: one row of metrics per method.
+
+    Columns are :data:`COMPARISON_COLUMNS`, or :data:`SEGMENTATION_COMPARISON_COLUMNS` for an
+    experiment whose evaluations report Dice.
 
     Raises:
         ValueError: when the experiment does not exist or holds no finished evaluation.
@@ -227,7 +242,6 @@ def comparison_rows(experiment_name: str) -> list[dict[str, Any]]:
         raise ValueError(f"MLflow experiment '{experiment_name}' holds no finished evaluation run.")
     order = {name: index for index, name in enumerate(_STRATEGY_ORDER)}
     strategies = sorted(latest, key=lambda name: (order.get(name, len(order)), name))
-    return [
-        {"method": name, **{key: latest[name].data.metrics.get(key) for key in COMPARISON_COLUMNS}}
-        for name in strategies
-    ]
+    segmentation = any("retain_dice" in run.data.metrics for run in latest.values())
+    columns = SEGMENTATION_COMPARISON_COLUMNS if segmentation else COMPARISON_COLUMNS
+    return [{"method": name, **{key: latest[name].data.metrics.get(key) for key in columns}} for name in strategies]

@@ -65,3 +65,21 @@ def test_errors_become_one_message_and_exit_code_two(capsys):
 def test_compare_of_missing_experiment_fails_cleanly(capsys):
     assert main(["compare", "--experiment", "absent"]) == 2
     assert "'absent' does not exist" in capsys.readouterr().err
+
+
+def test_segmentation_table_shows_dice_mae_and_relative_percentages():
+    rows = [{"method": "noisy_label", "retain_dice": 0.9012, "forget_dice": 0.5, "forget_dice_decrease_pct": 45.04,
+             "retain_dice_kept_pct": 96.0, "forget_mae": 0.1234, "speedup_vs_retrain": 4.0}]  # fmt: skip
+    header, _, row = format_table(rows).splitlines()
+    assert "forget decrease %" in header and "retain kept %" in header and "forget MAE" in header
+    assert row.split() == ["noisy_label", "0.901", "0.500", "45.0", "96.0", "0.123", "4.0x"]
+
+
+def test_synthesize_writes_mrbrains18_subjects_in_the_challenge_layout(tmp_path, capsys):
+    code = main(["synthesize", "--dataset", "mrbrains18", "--output_dir", str(tmp_path / "data"),
+                 "--n_subjects", "2", "--spacing", "[4.0,4.0,6.0]"])  # fmt: skip
+    assert code == 0
+    assert sorted(path.name for path in (tmp_path / "data" / "training").iterdir()) == ["1", "4"]
+    assert (tmp_path / "data" / "training" / "4" / "pre" / "reg_IR.nii.gz").is_file()
+    assert main(["synthesize", "--dataset", "cifar", "--output_dir", str(tmp_path)]) == 2
+    assert "unknown dataset 'cifar'" in capsys.readouterr().err

@@ -16,36 +16,40 @@ from monai.engines import SupervisedEvaluator
 from monai.handlers import from_engine
 from torch.utils.data import DataLoader
 
-from medunlearn_monai.metrics.gap import avg_gap
+from medunlearn_monai.metrics.gap import GAP_METRICS, avg_gap
 from medunlearn_monai.metrics.membership_inference import mia_efficacy, true_class_confidence
 from medunlearn_monai.model_io import evaluation_path, read_json, read_record, record_path, write_json
 from medunlearn_monai.tracking import MLflowTracker
 
 logger = logging.getLogger(__name__)
 UNLEARNING_WORKFLOWS = ("retrain", "unlearn")
+REQUEST_KEY = "forget_request_sha256"
 
 
 class ReferenceMismatchError(ValueError):
-    """The retrained reference answers a different forget request than the evaluated model."""
+    """A reference model (retrained or original) was evaluated for a different forget request."""
 
 
 class UnlearningEvaluation:
-    """Run ``evaluator`` on each split and compute the unlearning scores of the model it holds.
+    """Run ``evaluator`` on each split and score the model it holds as an unlearning result.
 
-    Metrics come out as ``<split>_<name>`` for every metric of the evaluator, plus ``mia_efficacy``
-    (when retain, forget and test data exist), ``unlearn_seconds`` (for retrained and unlearned
-    models), and ``gap_to_retrain`` and ``speedup_vs_retrain`` when the retrained reference has been
-    evaluated. The result is written beside the model (``<model>.eval.json``) and, with a tracker,
-    logged to MLflow together with a plot of the confidence distributions.
+    Metrics come out as ``<split>_<name>`` for every metric of the evaluator, plus what the task
+    adds (see the subclasses), ``unlearn_seconds`` for retrained and unlearned models, and
+    ``gap_to_retrain`` (mean absolute difference over :attr:`gap_metrics`, in points) and
+    ``speedup_vs_retrain`` once the retrained reference has been evaluated. The result is written
+    beside the model (``<model>.eval.json``, with the request hash) and, with a tracker, logged.
 
     Args:
-        evaluator: a MONAI evaluator whose postprocessing leaves class probabilities in ``pred``.
+        evaluator: a MONAI evaluator holding the network to score.
         loaders: split name -> data loader; empty splits are skipped.
         model_path: the evaluated model file; its record (``<model>.json``) tells how it was made.
         reference_model: the retrained model file to compare with, or None.
         tracker: the MLflow run of this evaluation, or None.
-        seed: seed of the membership-inference attack's member sample.
+        seed: seed of any sampling in the scores.
+        forget_request_sha256: hash of the forget request the splits come from.
     """
+
+    gap_metrics: tuple[str, ...] = GAP_METRICS
 
     def __init__(
         self,
@@ -55,49 +59,63 @@ class UnlearningEvaluation:
         reference_model: str | os.PathLike | None = None,
         tracker: MLflowTracker | None = None,
         seed: int = 0,
+        forget_request_sha256: str | None = None,
     ):
         self.evaluator = evaluator
         self.loaders = dict(loaders)
         self.model_path = Path(model_path)
-        is_itself = reference_model is not None and Path(reference_model).resolve() == self.model_path.resolve()
-        self.reference_model = None if not reference_model or is_itself else Path(reference_model)
+        self.reference_model = distinct_model(reference_model, self.model_path)
         self.tracker = tracker
         self.seed = seed
-        self.outputs = EpochOutputStore(output_transform=from_engine(["pred", "label"]))
-        self.outputs.attach(evaluator)
+        self.forget_request_sha256 = forget_request_sha256
 
     def run(self) -> dict[str, float]:
         """Evaluate every split, score, save and log; returns the metrics."""
         metrics: dict[str, float] = {}
-        confidences: dict[str, np.ndarray] = {}
         for split, loader in self.loaders.items():
             if len(loader.dataset) == 0:
                 continue
-            split_metrics, confidences[split] = self._evaluate_split(loader)
+            split_metrics = self._evaluate_split(split, loader)
             metrics.update({f"{split}_{name}": value for name, value in split_metrics.items()})
-        if all(split in confidences for split in ("retain", "test", "forget")):
-            metrics["mia_efficacy"] = mia_efficacy(
-                confidences["retain"], confidences["test"], confidences["forget"], seed=self.seed
-            )
+        metrics.update(self._model_scores(metrics))
         metrics.update(self._cost_and_gap(metrics))
-        write_json(evaluation_path(self.model_path), metrics)
+        write_json(evaluation_path(self.model_path), {**metrics, REQUEST_KEY: self.forget_request_sha256})
         if self.tracker:
             self.tracker.log_metrics(metrics)
-            self._log_confidence_plot(confidences)
+            self._log_artifacts()
         return metrics
 
-    def _evaluate_split(self, loader: DataLoader) -> tuple[dict[str, float], np.ndarray]:
+    def _evaluate_split(self, split: str, loader: DataLoader) -> dict[str, float]:
         # One evaluator serves all splits; ignite keeps the previous epoch length unless it is reset.
         self.evaluator.data_loader = loader
         self.evaluator.state.epoch_length = len(loader)
         self.evaluator.run()
-        predictions, labels = [], []
-        for batch_predictions, batch_labels in self.outputs.data:
-            predictions.extend(batch_predictions)
-            labels.extend(batch_labels)
-        confidence = true_class_confidence(torch.stack(predictions), torch.stack([torch.as_tensor(x) for x in labels]))
-        split_metrics = {name: float(value) for name, value in self.evaluator.state.metrics.items()}
-        return split_metrics, confidence
+        return {name: float(value) for name, value in self.evaluator.state.metrics.items()}
+
+    def _model_scores(self, metrics: Mapping[str, float]) -> dict[str, float]:
+        """Task-specific scores computed from all splits' metrics; none by default."""
+        return {}
+
+    def _log_artifacts(self) -> None:
+        """Task-specific plots and tables for the tracker; none by default."""
+
+    def _reference_evaluation(self, model: Path, role: str) -> dict[str, Any]:
+        """The stored evaluation of ``model`` for this request, {} when it was not evaluated yet.
+
+        Raises:
+            ReferenceMismatchError: when it was evaluated for another forget request.
+        """
+        path = evaluation_path(model)
+        if not path.is_file():
+            logger.warning("No evaluation of the %s model %s yet: evaluate it first to compare with it.", role, model)
+            return {}
+        evaluation = read_json(path)
+        if evaluation.get(REQUEST_KEY, self.forget_request_sha256) != self.forget_request_sha256:
+            raise ReferenceMismatchError(
+                f"the {role} model {model} was evaluated for a different forget request than {self.model_path}; "
+                "evaluate both with the same request."
+            )
+        return evaluation
 
     def _cost_and_gap(self, metrics: Mapping[str, float]) -> dict[str, float]:
         record = read_record(self.model_path)
@@ -107,30 +125,67 @@ class UnlearningEvaluation:
         if self.reference_model is None:
             return scores
         reference_record = _read_if_exists(record_path(self.reference_model))
-        reference_metrics = _read_if_exists(evaluation_path(self.reference_model))
-        if not reference_record or not reference_metrics:
-            logger.warning(
-                "No evaluated retrained model at %s: evaluate it first to get gap_to_retrain and speedup_vs_retrain.",
-                self.reference_model,
-            )
-            return scores
-        if reference_record.get("forget_request_sha256") != record.get("forget_request_sha256"):
+        if reference_record and reference_record.get(REQUEST_KEY) != record.get(REQUEST_KEY):
             raise ReferenceMismatchError(
                 f"reference model {self.reference_model} was retrained for a different forget request than "
                 f"{self.model_path}; compare models made for the same request."
             )
-        scores["gap_to_retrain"] = avg_gap(metrics, reference_metrics)
+        reference_metrics = self._reference_evaluation(self.reference_model, "retrained")
+        if not reference_record or not reference_metrics:
+            return scores
+        scores["gap_to_retrain"] = avg_gap(metrics, reference_metrics, self.gap_metrics)
         scores["speedup_vs_retrain"] = float(reference_record["seconds"]) / max(scores["unlearn_seconds"], 1e-9)
         return scores
 
-    def _log_confidence_plot(self, confidences: Mapping[str, np.ndarray]) -> None:
+
+class ClassificationEvaluation(UnlearningEvaluation):
+    """Unlearning scores of a classifier: split metrics, membership-inference efficacy, confidence plot.
+
+    ``mia_efficacy`` is added when retain, forget and test data exist; the evaluator's
+    postprocessing must leave class probabilities in ``pred``. Arguments as for
+    :class:`UnlearningEvaluation`.
+    """
+
+    def __init__(self, evaluator: SupervisedEvaluator, *args: Any, **kwargs: Any):
+        super().__init__(evaluator, *args, **kwargs)
+        self.outputs = EpochOutputStore(output_transform=from_engine(["pred", "label"]))
+        self.outputs.attach(evaluator)
+        self.confidences: dict[str, np.ndarray] = {}
+
+    def _evaluate_split(self, split: str, loader: DataLoader) -> dict[str, float]:
+        split_metrics = super()._evaluate_split(split, loader)
+        predictions, labels = [], []
+        for batch_predictions, batch_labels in self.outputs.data:
+            predictions.extend(batch_predictions)
+            labels.extend(batch_labels)
+        self.confidences[split] = true_class_confidence(
+            torch.stack(predictions), torch.stack([torch.as_tensor(x) for x in labels])
+        )
+        return split_metrics
+
+    def _model_scores(self, metrics: Mapping[str, float]) -> dict[str, float]:
+        if not all(split in self.confidences for split in ("retain", "test", "forget")):
+            return {}
+        confidences = self.confidences
+        return {
+            "mia_efficacy": mia_efficacy(confidences["retain"], confidences["test"], confidences["forget"], self.seed)
+        }
+
+    def _log_artifacts(self) -> None:
         figure = Figure(figsize=(6, 4))
         axis = figure.subplots()
-        for split, values in confidences.items():
+        for split, values in self.confidences.items():
             axis.hist(values, bins=40, range=(0, 1), density=True, histtype="step", linewidth=1.5, label=split)
         axis.set(xlabel="true-class confidence", ylabel="density", title=f"Confidence by split: {self.model_path.name}")
         axis.legend()
         self.tracker.log_figure(figure, "plots/confidence_by_split.png")
+
+
+def distinct_model(model: str | os.PathLike | None, evaluated: Path) -> Path | None:
+    """``model`` as a path, or None when absent or the evaluated model itself."""
+    if not model or Path(model).resolve() == evaluated.resolve():
+        return None
+    return Path(model)
 
 
 def _read_if_exists(path: Path) -> dict[str, Any]:

@@ -76,8 +76,10 @@ class _ZeroPadShortcut(nn.Module):
 class Med3DSegmenter(nn.Module):
     """MedicalNet's 3D ResNet segmenter: encoder with dilated layer3/layer4 and the ``conv_seg`` head.
 
-    The output has ``num_classes`` channels at 1/4 of the input resolution (strides 2, 2, 2 down,
-    one x2 transposed convolution up); resize labels or upsample logits accordingly.
+    The head's output has ``num_classes`` channels at 1/4 of the input resolution (strides 2, 2, 2
+    down, one x2 transposed convolution up), as in MedicalNet, which resizes the labels to it. With
+    ``upsample_to_input`` the logits are trilinearly upsampled to the input size instead, so the
+    network plugs into full-resolution losses, metrics and sliding-window inference.
 
     Args:
         depth: 10, 18, 34 or 50 (bottleneck blocks for 50).
@@ -85,12 +87,20 @@ class Med3DSegmenter(nn.Module):
         num_classes: output channels of the segmentation head.
         shortcut_type: ``"A"`` (zero-padding) or ``"B"`` (1x1x1 convolution); MedicalNet uses B for
             depths 10 and 50 and A for 18 and 34, which is the default.
+        upsample_to_input: return logits at the input's spatial size.
 
     Raises:
         ValueError: for an unsupported depth or shortcut type.
     """
 
-    def __init__(self, depth: int = 50, in_channels: int = 1, num_classes: int = 2, shortcut_type: str | None = None):
+    def __init__(
+        self,
+        depth: int = 50,
+        in_channels: int = 1,
+        num_classes: int = 2,
+        shortcut_type: str | None = None,
+        upsample_to_input: bool = False,
+    ):
         super().__init__()
         if depth not in MED3D_DEPTHS:
             raise ValueError(f"depth must be one of {sorted(MED3D_DEPTHS)}, got {depth}.")
@@ -100,6 +110,7 @@ class Med3DSegmenter(nn.Module):
         kind, counts = MED3D_DEPTHS[depth]
         block = _Bottleneck if kind == "bottleneck" else _BasicBlock
         self.shortcut_type = shortcut_type
+        self.upsample_to_input = upsample_to_input
         self.in_planes = 64
         self.conv1 = nn.Conv3d(in_channels, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm3d(64)
@@ -141,30 +152,42 @@ class Med3DSegmenter(nn.Module):
         return nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        input_size = x.shape[2:]
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.conv_seg(x)
+        x = self.conv_seg(self.layer4(self.layer3(self.layer2(self.layer1(x)))))
+        if self.upsample_to_input:
+            x = functional.interpolate(x, size=input_size, mode="trilinear", align_corners=False)
+        return x
 
 
 @dataclass(frozen=True)
 class CheckpointReport:
-    """Which parameters a checkpoint filled, and which it lacked or had in excess."""
+    """Which parameters a checkpoint filled, which it lacked or had in excess, and which were adapted."""
 
     loaded: list[str]
     missing: list[str]
     unexpected: list[str]
+    adapted: list[str]
 
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint whose tensors do not fit the network (another depth or architecture)."""
 
 
-def load_medicalnet_weights(network: nn.Module, path: str | os.PathLike) -> CheckpointReport:
+FIRST_CONV = "conv1.weight"
+
+
+def load_medicalnet_weights(
+    network: nn.Module, path: str | os.PathLike, adapt_input_channels: bool = False
+) -> CheckpointReport:
     """Load a MedicalNet ``.pth`` (``{"state_dict": {"module.conv1.weight": ...}}``) into ``network``.
 
     The file is read with ``weights_only=True``; the ``module.`` prefix of DataParallel is removed.
     Pre-trained MedicalNet files hold the encoder only, so ``conv_seg`` is reported as missing and
-    keeps its initialisation.
+    keeps its initialisation. MedicalNet was pre-trained on one channel; with
+    ``adapt_input_channels`` a single-channel first convolution is repeated over the network's input
+    channels and divided by their number (so a stack of identical channels gives the pre-trained
+    response), and reported as adapted.
 
     Raises:
         FileNotFoundError: when ``path`` does not exist.
@@ -178,11 +201,17 @@ def load_medicalnet_weights(network: nn.Module, path: str | os.PathLike) -> Chec
         raise CheckpointMismatchError(f"{path} holds no state_dict of tensors.")
     state = {key.removeprefix("module."): value for key, value in state.items()}
     own = network.state_dict()
+    adapted = []
+    if adapt_input_channels and _is_single_channel_stem(state, own):
+        channels = own[FIRST_CONV].shape[1]
+        state[FIRST_CONV] = state[FIRST_CONV].repeat(1, channels, 1, 1, 1) / channels
+        adapted.append(FIRST_CONV)
     wrong_shape = [key for key in state if key in own and own[key].shape != state[key].shape]
     if wrong_shape:
+        hint = " or load with adapt_input_channels=True" if FIRST_CONV in wrong_shape else ""
         raise CheckpointMismatchError(
             f"{path} does not fit this network: {len(wrong_shape)} tensors differ in shape, e.g. {wrong_shape[0]} "
-            f"{tuple(state[wrong_shape[0]].shape)} vs {tuple(own[wrong_shape[0]].shape)}; check the depth."
+            f"{tuple(state[wrong_shape[0]].shape)} vs {tuple(own[wrong_shape[0]].shape)}; check the depth{hint}."
         )
     loaded = sorted(key for key in state if key in own)
     if not loaded:
@@ -192,4 +221,12 @@ def load_medicalnet_weights(network: nn.Module, path: str | os.PathLike) -> Chec
         loaded=loaded,
         missing=sorted(key for key in own if key not in state),
         unexpected=sorted(key for key in state if key not in own),
+        adapted=adapted,
     )
+
+
+def _is_single_channel_stem(state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]) -> bool:
+    if FIRST_CONV not in state or FIRST_CONV not in own:
+        return False
+    theirs, ours = state[FIRST_CONV].shape, own[FIRST_CONV].shape
+    return theirs[1] == 1 and ours[1] > 1 and theirs[0] == ours[0] and theirs[2:] == ours[2:]

@@ -41,6 +41,28 @@ def test_loads_a_dataparallel_encoder_checkpoint_and_reports_the_head_missing(tm
     assert len(report.loaded) == len(encoder)
 
 
+def test_single_channel_stem_is_adapted_to_more_input_channels_only_when_asked(tmp_path):
+    source = Med3DSegmenter(depth=10, in_channels=1)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}, tmp_path / "resnet_10.pth")
+    target = Med3DSegmenter(depth=10, in_channels=3)
+    with pytest.raises(CheckpointMismatchError, match="conv1.weight.*adapt_input_channels=True"):
+        load_medicalnet_weights(target, tmp_path / "resnet_10.pth")
+    report = load_medicalnet_weights(target, tmp_path / "resnet_10.pth", adapt_input_channels=True)
+    assert report.adapted == ["conv1.weight"]
+    volume = torch.randn(1, 1, 16, 16, 16)
+    source.eval(), target.eval()
+    with torch.no_grad():
+        single = source.maxpool(source.relu(source.bn1(source.conv1(volume))))
+        stacked = target.maxpool(target.relu(target.bn1(target.conv1(volume.repeat(1, 3, 1, 1, 1)))))
+    assert torch.allclose(single, stacked, atol=1e-5)
+
+
+def test_logits_can_be_upsampled_to_the_input_size():
+    network = Med3DSegmenter(depth=10, num_classes=3, upsample_to_input=True).eval()
+    with torch.no_grad():
+        assert network(torch.randn(1, 1, 20, 24, 12)).shape == (1, 3, 20, 24, 12)
+
+
 def test_checkpoint_of_another_depth_is_refused_with_the_reason(tmp_path):
     torch.save({"state_dict": Med3DSegmenter(depth=50).state_dict()}, tmp_path / "resnet_50.pth")
     with pytest.raises(CheckpointMismatchError, match="differ in shape.*check the depth"):

@@ -1,0 +1,95 @@
+"""Learn Others: forget items are trained towards other (retain) subjects' label maps."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+
+import torch
+from ignite.engine import Engine, Events
+
+from medunlearn_monai.forget import FORGET_KEY
+from medunlearn_monai.strategies._batch import forget_mask
+
+
+class LearnOthers:
+    """Replace the label map of every forget item by a label map of another subject before the step.
+
+    Donor maps are taken one item at a time, in the order ``donor_loader`` yields them; when it is
+    exhausted it is iterated again (a shuffling DataLoader then gives a new order), so any number
+    of forget items can be served by a short donor loader. Only the donors' labels are used.
+
+    Retain items keep their labels. The batch is replaced, never modified in place, so tensors
+    cached by the dataset do not change.
+
+    Args:
+        donor_loader: re-iterable of collated batches (dicts) of retain items, e.g. a MONAI
+            DataLoader over the retain split with the same crop transform as the training data.
+        label_key: batch key of the label maps, in the training and the donor batches.
+        forget_key: batch key of the per-item forget flag.
+
+    Raises:
+        TypeError: when ``donor_loader`` is not iterable.
+        ValueError: (during training) when ``donor_loader`` yields no items, or a donor label's
+            shape differs from the training item's label shape.
+        KeyError: (during training) when a donor batch has no ``label_key``.
+    """
+
+    def __init__(self, donor_loader: Iterable, label_key: str = "label", forget_key: str = FORGET_KEY):
+        if not isinstance(donor_loader, Iterable):
+            raise TypeError(f"donor_loader must be an iterable of collated batches, got {type(donor_loader).__name__}.")
+        self.donor_loader = donor_loader
+        self.label_key = label_key
+        self.forget_key = forget_key
+        self._batches: Iterator | None = None
+        self._pending: list[torch.Tensor] = []
+
+    def attach(self, engine: Engine) -> None:
+        """Swap labels at the start of every iteration, before the trainer prepares the batch."""
+        engine.add_event_handler(Events.ITERATION_STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        batch = engine.state.batch
+        flags = forget_mask(engine, self.forget_key)
+        if not flags.any():
+            return
+        labels = torch.as_tensor(batch[self.label_key])
+        swapped = labels.clone()
+        for position in flags.nonzero().squeeze(1).tolist():
+            donor = self._next_donor()
+            if donor.shape != labels.shape[1:]:
+                raise ValueError(
+                    f"donor label shape {tuple(donor.shape)} differs from the training label shape "
+                    f"{tuple(labels.shape[1:])}: donor and training crops must share a spatial size "
+                    "(use the same crop/resize transform for donor_loader as for the training data)."
+                )
+            swapped[position] = donor.to(device=labels.device, dtype=labels.dtype)
+        engine.state.batch = {**batch, self.label_key: swapped}
+
+    def _next_donor(self) -> torch.Tensor:
+        """The next donor label map (one item, without batch dimension), restarting the loader when exhausted."""
+        if not self._pending:
+            self._pending = self._next_donor_batch()
+        return self._pending.pop(0)
+
+    def _next_donor_batch(self) -> list[torch.Tensor]:
+        restarted = False
+        while True:
+            if self._batches is None:
+                self._batches = iter(self.donor_loader)
+                restarted = True
+            donor_batch = next(self._batches, None)
+            if donor_batch is None:
+                self._batches = None
+                if restarted:
+                    raise ValueError(
+                        "donor_loader yielded no items: give a non-empty, re-iterable loader of retain "
+                        "items (e.g. a DataLoader, not a one-shot iterator)."
+                    )
+                continue
+            if not isinstance(donor_batch, Mapping):
+                raise TypeError(f"donor_loader must yield collated dict batches, got {type(donor_batch).__name__}.")
+            if self.label_key not in donor_batch:
+                raise KeyError(f"donor batch has no '{self.label_key}' key; it has {sorted(donor_batch)}.")
+            items = list(torch.as_tensor(donor_batch[self.label_key]).unbind(0))
+            if items:
+                return items
