@@ -122,10 +122,18 @@ class Commands:
 
 
 def _root_cause(error: BaseException) -> BaseException:
-    # monai.bundle wraps failures in "Failed to evaluate <expression>"; the user needs the original reason.
-    while error.__cause__ is not None:
+    """The error under monai.bundle's "Failed to evaluate <expression>" wrappers: the reason the user needs.
+
+    Unwrapping stops there, so an error of ours that names the bad file is kept rather than the
+    low-level error it was raised from.
+    """
+    while error.__cause__ is not None and _is_config_wrapper(error):
         error = error.__cause__
     return error
+
+
+def _is_config_wrapper(error: BaseException) -> bool:
+    return type(error) is RuntimeError and str(error).startswith(("Failed to evaluate", "Failed to instantiate"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -67,9 +67,20 @@ class ForgetSplit:
     retain: list[dict[str, Any]]
     forget: list[dict[str, Any]]
 
-    def flagged(self, include_retain: bool = True, include_forget: bool = True) -> list[dict[str, Any]]:
-        """Copies of the chosen items carrying the ``forget`` flag (1 forget, 0 retain) that strategies read."""
-        chosen = (self.retain if include_retain else []), (self.forget if include_forget else [])
+    def flagged(
+        self, include_retain: bool = True, include_forget: bool = True, forget_repeats: int = 1
+    ) -> list[dict[str, Any]]:
+        """Copies of the chosen items carrying the ``forget`` flag (1 forget, 0 retain) that strategies read.
+
+        ``forget_repeats`` lists every forget item that many times, so that a few forgotten subjects
+        are not drowned out by many retained ones in each unlearning epoch.
+
+        Raises:
+            ValueError: when ``forget_repeats`` is below 1.
+        """
+        if forget_repeats < 1:
+            raise ValueError(f"forget_repeats must be at least 1, got {forget_repeats}.")
+        chosen = (self.retain if include_retain else []), (self.forget * forget_repeats if include_forget else [])
         return [{**item, FORGET_KEY: flag} for flag, items in enumerate(chosen) for item in items]
 
 

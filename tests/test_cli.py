@@ -83,3 +83,18 @@ def test_synthesize_writes_mrbrains18_subjects_in_the_challenge_layout(tmp_path,
     assert (tmp_path / "data" / "training" / "4" / "pre" / "reg_IR.nii.gz").is_file()
     assert main(["synthesize", "--dataset", "cifar", "--output_dir", str(tmp_path)]) == 2
     assert "unknown dataset 'cifar'" in capsys.readouterr().err
+
+
+def test_error_shown_is_the_one_under_monai_bundle_wrappers_not_its_low_level_cause():
+    from medunlearn_monai.cli import _root_cause
+
+    try:
+        try:
+            try:
+                raise EOFError("Compressed file ended")
+            except EOFError as low_level:
+                raise ValueError("data/training/4/pre/reg_T1.nii.gz: unreadable NIfTI") from low_level
+        except ValueError as ours:
+            raise RuntimeError("Failed to evaluate ConfigExpression: '$validate(...)'") from ours
+    except RuntimeError as wrapped:
+        assert str(_root_cause(wrapped)) == "data/training/4/pre/reg_T1.nii.gz: unreadable NIfTI"

@@ -117,6 +117,11 @@ def test_flagged_marks_forget_items_without_touching_originals():
     flagged = split.flagged()
     assert [item["forget"] for item in flagged] == [0] * 18 + [1] * 2
     assert [item["forget"] for item in split.flagged(include_retain=False)] == [1, 1]
+    repeated = split.flagged(forget_repeats=3)
+    assert [item["forget"] for item in repeated] == [0] * 18 + [1] * 6
+    assert [item["subject"] for item in repeated[18:]] == [item["subject"] for item in split.forget] * 3
+    with pytest.raises(ValueError, match="forget_repeats must be at least 1"):
+        split.flagged(forget_repeats=0)
     assert "forget" not in ITEMS[0]
 
 

@@ -1,0 +1,209 @@
+"""End to end through monai.bundle: train -> exact retrain -> every strategy -> evaluate, on tiny synthetic subjects."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import mlflow
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from medunlearn_monai.data.mrbrains18 import MRBrainS18FormatError, class_names
+from medunlearn_monai.data.synthetic import write_synthetic_mrbrains18
+from medunlearn_monai.forget import hash_subject
+from medunlearn_monai.model_io import file_sha256, read_json
+from medunlearn_monai.workflows import BUNDLES_DIR, run_workflow, strategies
+
+BUNDLE = "mrbrains18_med3d_segmentation"
+STRATEGIES = strategies(BUNDLE)
+SUBJECTS = [f"mrb-subject-{letter}" for letter in "abcdefg"]
+FORGOTTEN = "mrb-subject-c"
+TEST_SUBJECT = "mrb-subject-g"
+SPACING = [4.0, 4.0, 6.0]
+SMALL = {
+    "depth": 10,
+    "pixdim": SPACING,
+    "roi_size": [32, 32, 16],
+    "test_subjects": [TEST_SUBJECT],
+    "experiment_name": "e2e-seg",
+}
+TRAIN_EPOCHS = 24
+UNLEARN_EPOCHS = 4
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """Run every workflow once; returns the working folder, the models folder and the environment."""
+    work = tmp_path_factory.mktemp("mrbrains18")
+    write_synthetic_mrbrains18(work / "data", n_subjects=len(SUBJECTS), spacing=SPACING, subject_ids=SUBJECTS)
+    (work / "request.txt").write_text(FORGOTTEN + "\n")
+    environment = {"MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}", "MEDUNLEARN_SALT": "e2e-salt"}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(work)
+        for key, value in environment.items():
+            patch.setenv(key, value)
+        common = {"dataset_dir": str(work / "data"), "model_dir": str(work / "models"), **SMALL}
+        request = {"forget_request_file": str(work / "request.txt")}
+        run_workflow(BUNDLE, "train", **common, max_epochs=TRAIN_EPOCHS, val_interval=TRAIN_EPOCHS)
+        run_workflow(BUNDLE, "train", **common, **request, max_epochs=TRAIN_EPOCHS, val_interval=TRAIN_EPOCHS)
+        for name in STRATEGIES:
+            run_workflow(BUNDLE, "unlearn", name, **common, **request, max_epochs=UNLEARN_EPOCHS)
+        models = work / "models"
+        for model in ["model", "retrained", *(f"unlearned_{name}" for name in STRATEGIES)]:
+            run_workflow(BUNDLE, "evaluate", **common, **request, model_path=str(models / f"{model}.pt"))
+    return work, models, environment
+
+
+def evaluation(models: Path, model: str) -> dict:
+    return read_json(models / f"{model}.eval.json")
+
+
+def test_original_model_segments_brain_tissue(pipeline):
+    _, models, _ = pipeline
+    original = evaluation(models, "model")
+    assert original["test_dice"] > 0.8 and original["retain_dice"] > 0.8
+    assert 0 <= original["test_mae"] < 0.2
+
+
+def test_every_unlearned_model_is_scored_like_the_paper_and_against_retraining(pipeline):
+    _, models, _ = pipeline
+    for name in STRATEGIES:
+        metrics = evaluation(models, f"unlearned_{name}")
+        for key in ("retain_dice", "forget_dice", "test_dice", "retain_mae", "forget_mae", "test_mae"):
+            assert 0 <= metrics[key] <= 1, (name, key)
+        original = evaluation(models, "model")
+        expected_decrease = 100 * (original["forget_dice"] - metrics["forget_dice"]) / original["forget_dice"]
+        assert metrics["forget_dice_decrease_pct"] == pytest.approx(expected_decrease)
+        assert metrics["retain_dice_kept_pct"] == pytest.approx(100 * metrics["retain_dice"] / original["retain_dice"])
+        assert metrics["gap_to_retrain"] >= 0 and metrics["speedup_vs_retrain"] > 0
+
+
+@pytest.mark.parametrize("strategy", ["learn_noise", "noisy_label", "max_loss"])
+def test_forgetting_strategies_lower_forget_dice(pipeline, strategy):
+    _, models, _ = pipeline
+    assert evaluation(models, f"unlearned_{strategy}")["forget_dice"] < evaluation(models, "model")["forget_dice"]
+
+
+def test_fix_decoder_keeps_the_decoder_and_random_encoder_resets_the_encoder(pipeline):
+    _, models, _ = pipeline
+    original = torch.load(models / "model.pt", weights_only=True)
+    fixed = torch.load(models / "unlearned_fix_decoder.pt", weights_only=True)
+    reset = torch.load(models / "unlearned_random_encoder.pt", weights_only=True)
+    assert all(torch.equal(original[key], fixed[key]) for key in original if key.startswith("conv_seg"))
+    assert not all(torch.equal(original[key], fixed[key]) for key in original if key.startswith("layer"))
+    assert not torch.equal(original["conv1.weight"], reset["conv1.weight"])
+
+
+def test_per_subject_table_hashes_subjects(pipeline):
+    _, models, _ = pipeline
+    rows = read_json(models / "unlearned_noisy_label.subjects.json")["subjects"]
+    assert [row["split"] for row in rows].count("retain") == len(SUBJECTS) - 2
+    forget_row = next(row for row in rows if row["split"] == "forget")
+    assert forget_row["subject_sha256"] == hash_subject(FORGOTTEN, b"e2e-salt")
+    assert forget_row["dice"] == pytest.approx(evaluation(models, "unlearned_noisy_label")["forget_dice"])
+
+
+def test_original_model_file_is_never_rewritten(pipeline):
+    _, models, _ = pipeline
+    record = read_json(models / "model.json")
+    assert file_sha256(models / "model.pt") == record["model_sha256"]
+    for name in STRATEGIES:
+        assert read_json(models / f"unlearned_{name}.json")["source_model_sha256"] == record["model_sha256"]
+
+
+def test_mlflow_runs_finished_with_dice_metrics_and_overlays(pipeline):
+    _, _, environment = pipeline
+    client = mlflow.MlflowClient(environment["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("e2e-seg").experiment_id])
+    assert {run.info.status for run in runs} == {"FINISHED"}
+    assert len(runs) == 2 + len(STRATEGIES) + (2 + len(STRATEGIES))
+    retrain = next(run for run in runs if run.data.params["workflow"] == "retrain")
+    assert retrain.data.params["forget_subjects"] == "1" and retrain.data.params["depth"] == "10"
+    assert {"train_loss", "val_dice", "val_mae", "unlearn_seconds"} <= retrain.data.metrics.keys()
+    evaluate = next(
+        run for run in runs if run.data.params["workflow"] == "evaluate" and run.data.params["strategy"] == "max_loss"
+    )
+    assert {"forget_dice_decrease_pct", "retain_dice_kept_pct", "gap_to_retrain"} <= evaluate.data.metrics.keys()
+    artifacts = {entry.path for entry in client.list_artifacts(evaluate.info.run_id, "plots")}
+    assert "plots/overlay_by_split.png" in artifacts
+
+
+def test_no_forgotten_subject_id_is_stored_outside_the_data(pipeline):
+    work, _, _ = pipeline
+    scanned = 0
+    for path in work.rglob("*"):
+        if not path.is_file() or path.name == "request.txt" or "data" in path.relative_to(work).parts[:1]:
+            continue
+        scanned += 1
+        assert FORGOTTEN.encode() not in path.read_bytes(), path
+    assert scanned > 30
+
+
+def test_metadata_names_the_output_channels_of_the_default_label_merge():
+    metadata = json.loads((BUNDLES_DIR / BUNDLE / "configs" / "metadata.json").read_text())
+    output = metadata["network_data_format"]["outputs"]["pred"]
+    assert list(output["channel_def"].values()) == class_names("binary")
+    assert output["num_channels"] == len(class_names("binary"))
+    assert metadata["network_data_format"]["inputs"]["image"]["num_channels"] == 3
+
+
+def test_inference_writes_a_mask_in_the_scan_geometry_that_matches_evaluation(pipeline, tmp_path):
+    work, models, _ = pipeline
+    scans = tmp_path / "scans" / "training"
+    shutil.copytree(work / "data" / "training" / TEST_SUBJECT / "pre", scans / "new-case" / "pre")
+    run_workflow(
+        BUNDLE, "inference", dataset_dir=str(tmp_path / "scans"), model_dir=str(models),
+        output_dir=str(tmp_path / "out"), depth=10, pixdim=SPACING, roi_size=[32, 32, 16],
+    )  # fmt: skip
+    (written,) = list((tmp_path / "out").rglob("*_seg.nii.gz"))
+    truth = nib.load(work / "data" / "training" / TEST_SUBJECT / "segm.nii.gz")
+    mask = nib.load(written)
+    predicted = np.asarray(mask.dataobj).squeeze() > 0
+    assert predicted.shape == truth.shape and np.allclose(mask.affine, truth.affine)
+    reference = np.asarray(truth.dataobj) > 0
+    dice = 2 * (predicted & reference).sum() / (predicted.sum() + reference.sum())
+    assert dice == pytest.approx(evaluation(models, "model")["test_dice"], abs=0.05)
+
+
+def _broken_copy(work: Path, tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    shutil.copytree(work / "data", data)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("defect", "message"),
+    [
+        ("missing_modality", "reg_IR.nii.gz (or IR.nii.gz): IR image not found"),
+        ("label_shape", "segm.nii.gz"),
+        ("unreadable", "reg_T1.nii.gz"),
+    ],
+)
+def test_bad_subject_data_fails_before_anything_is_written(pipeline, tmp_path, defect, message):
+    work, _, environment = pipeline
+    data = _broken_copy(work, tmp_path)
+    subject = data / "training" / "mrb-subject-b"
+    if defect == "missing_modality":
+        (subject / "pre" / "reg_IR.nii.gz").unlink()
+    elif defect == "label_shape":
+        nib.save(nib.Nifti1Image(np.zeros((5, 5, 5), np.uint8), np.eye(4)), subject / "segm.nii.gz")
+    else:
+        content = (subject / "pre" / "reg_T1.nii.gz").read_bytes()
+        (subject / "pre" / "reg_T1.nii.gz").write_bytes(content[: len(content) // 2])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+        with pytest.raises(Exception) as error:
+            run_workflow(BUNDLE, "train", dataset_dir=str(data), model_dir=str(tmp_path / "models"), **SMALL)
+    chain, cause = [], error.value
+    while cause is not None:
+        chain.append(cause)
+        cause = cause.__cause__
+    (reason,) = [reason for reason in chain if isinstance(reason, MRBrainS18FormatError)]
+    assert message in str(reason) and str(subject) in str(reason)
+    assert not (tmp_path / "models").exists()
+    assert mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_experiment_by_name("e2e-seg") is None
