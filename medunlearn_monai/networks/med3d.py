@@ -7,6 +7,7 @@ MONAI's ``ResNet`` has no dilated stages, which MedicalNet's segmenter uses (lay
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+logger = logging.getLogger(__name__)
 MED3D_DEPTHS = {10: ("basic", (1, 1, 1, 1)), 18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
                 50: ("bottleneck", (3, 4, 6, 3))}  # fmt: skip
 WIDTHS = (64, 128, 256, 512)
@@ -217,12 +219,23 @@ def load_medicalnet_weights(
     if not loaded:
         raise CheckpointMismatchError(f"{path} shares no parameter name with this network; is it a MedicalNet file?")
     network.load_state_dict({**own, **{key: state[key] for key in loaded}})
-    return CheckpointReport(
+    report = CheckpointReport(
         loaded=loaded,
         missing=sorted(key for key in own if key not in state),
         unexpected=sorted(key for key in state if key not in own),
         adapted=adapted,
     )
+    logger.info(
+        "MedicalNet checkpoint %s: %d tensors loaded, %d kept their initialisation (%s), %d ignored, adapted: %s",
+        path, len(report.loaded), len(report.missing), _summary(report.missing), len(report.unexpected),
+        ", ".join(report.adapted) or "none",
+    )  # fmt: skip
+    return report
+
+
+def _summary(keys: list[str], limit: int = 3) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "") if keys else "none"
 
 
 def _is_single_channel_stem(state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]) -> bool:

@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 import torch
 
+from medunlearn_monai.cli import main
 from medunlearn_monai.data.mrbrains18 import MRBrainS18FormatError, class_names
 from medunlearn_monai.data.synthetic import write_synthetic_mrbrains18
-from medunlearn_monai.forget import hash_subject
+from medunlearn_monai.forget import ForgetRequestError, hash_subject
 from medunlearn_monai.model_io import file_sha256, read_json
+from medunlearn_monai.networks.med3d import Med3DSegmenter
 from medunlearn_monai.workflows import BUNDLES_DIR, run_workflow, strategies
 
 BUNDLE = "mrbrains18_med3d_segmentation"
@@ -169,6 +171,25 @@ def test_inference_writes_a_mask_in_the_scan_geometry_that_matches_evaluation(pi
     assert dice == pytest.approx(evaluation(models, "model")["test_dice"], abs=0.05)
 
 
+def test_training_starts_from_a_medicalnet_checkpoint(pipeline, tmp_path, caplog):
+    work, _, _ = pipeline
+    encoder = Med3DSegmenter(depth=10, in_channels=1).state_dict()
+    checkpoint = {f"module.{key}": value for key, value in encoder.items() if not key.startswith("conv_seg")}
+    torch.save({"state_dict": checkpoint}, tmp_path / "resnet_10.pth")
+    with pytest.MonkeyPatch.context() as patch, caplog.at_level("INFO", "medunlearn_monai.networks.med3d"):
+        patch.chdir(tmp_path)
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+        run_workflow(
+            BUNDLE, "train", dataset_dir=str(work / "data"), model_dir=str(tmp_path / "models"), **SMALL,
+            pretrained_checkpoint=str(tmp_path / "resnet_10.pth"), max_epochs=1, learning_rate=0.0,
+        )  # fmt: skip
+    trained = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
+    assert torch.allclose(trained["conv1.weight"], encoder["conv1.weight"].repeat(1, 3, 1, 1, 1) / 3)
+    assert torch.equal(trained["layer1.0.conv1.weight"], encoder["layer1.0.conv1.weight"])
+    assert read_json(tmp_path / "models" / "model.json")["pretrained"] is True
+    assert "adapted: conv1.weight" in caplog.text
+
+
 def _broken_copy(work: Path, tmp_path: Path) -> Path:
     data = tmp_path / "data"
     shutil.copytree(work / "data", data)
@@ -207,3 +228,37 @@ def test_bad_subject_data_fails_before_anything_is_written(pipeline, tmp_path, d
     assert message in str(reason) and str(subject) in str(reason)
     assert not (tmp_path / "models").exists()
     assert mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_experiment_by_name("e2e-seg") is None
+
+
+def test_cli_reports_a_missing_modality_in_one_line_naming_the_file(pipeline, tmp_path, capsys):
+    work, _, _ = pipeline
+    data = _broken_copy(work, tmp_path)
+    (data / "training" / "mrb-subject-d" / "pre" / "FLAIR.nii.gz").unlink()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+        code = main(["run", BUNDLE, "train", "--dataset_dir", str(data), "--model_dir", str(tmp_path / "models"),
+                     "--depth", "10", "--test_subjects", f"['{TEST_SUBJECT}']"])  # fmt: skip
+    assert code == 2
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]
+    expected = f"{data / 'training' / 'mrb-subject-d' / 'pre' / 'FLAIR.nii.gz'}: FLAIR image not found"
+    assert last_line == f"medunlearn: error: MRBrainS18FormatError: {expected}"
+    assert not (tmp_path / "models").exists()
+
+
+def test_a_held_out_test_subject_cannot_be_forgotten(pipeline, tmp_path):
+    work, models, _ = pipeline
+    (tmp_path / "request.txt").write_text(TEST_SUBJECT + "\n")
+    before = sorted(path.name for path in models.iterdir())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+        with pytest.raises(Exception) as error:
+            run_workflow(BUNDLE, "unlearn", "noisy_label", dataset_dir=str(work / "data"), model_dir=str(models),
+                         forget_request_file=str(tmp_path / "request.txt"), **SMALL)  # fmt: skip
+    chain, cause = [], error.value
+    while cause is not None:
+        chain.append(cause)
+        cause = cause.__cause__
+    assert any(isinstance(reason, ForgetRequestError) and "entries #1" in str(reason) for reason in chain)
+    assert sorted(path.name for path in models.iterdir()) == before
