@@ -9,7 +9,7 @@ from ignite.engine import Engine, Events
 from monai.engines.utils import IterationEvents
 from torch import nn
 
-from medunlearn_monai.strategies.reinitialize_modules import match_modules, validate_module_names
+from medunlearn_monai.strategies._modules import match_modules, validate_module_names
 
 
 class FreezeModules:
