@@ -212,10 +212,13 @@ def hold_out(
     """Split ``items`` into (training items, held-out test items) by subject ID.
 
     Raises:
-        ValueError: when an ID is not in ``items`` (named by its position in ``subject_ids``), or when
-            nothing would be left to train on.
+        ValueError: when no subject is held out (validation and the test split need one), when an ID
+            is not in ``items`` (named by its position in ``subject_ids``), or when nothing would be
+            left to train on.
     """
     held = [str(subject) for subject in subject_ids]
+    if not held:
+        raise ValueError("test_subjects is empty: hold out at least one subject for validation and testing.")
     known = {item["subject"] for item in items}
     unknown = [f"#{position + 1}" for position, subject in enumerate(held) if subject not in known]
     if unknown:

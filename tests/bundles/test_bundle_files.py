@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import jsonschema
+import monai.bundle
 import pytest
 
 from medunlearn_monai.workflows import BUNDLES_DIR
@@ -57,3 +58,14 @@ def test_inference_config_is_self_contained(bundle):
 def test_schema_rejects_metadata_without_required_keys():
     with pytest.raises(jsonschema.ValidationError, match="network_data_format"):
         jsonschema.validate({key: "x" for key in SCHEMA["required"] if key != "network_data_format"}, SCHEMA)
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=lambda path: path.name)
+def test_network_matches_its_declared_input_and_output_format(bundle):
+    # MONAI's own check: a random input of the metadata's shape gives the declared output channels and dtype.
+    monai.bundle.verify_net_in_out(
+        net_id="network_def",
+        meta_file=str(bundle / "configs" / "metadata.json"),
+        config_file=str(bundle / "configs" / "inference.json"),
+        bundle_root=str(bundle),
+    )

@@ -263,7 +263,8 @@ def test_hold_out_splits_by_subject_and_names_unknown_entries_by_position():
     train, test = hold_out(items, ["148", "1"])
     assert [item["subject"] for item in train] == ["070", "14"]
     assert [item["subject"] for item in test] == ["1", "148"]
-    assert hold_out(items, []) == (items, [])
+    with pytest.raises(ValueError, match="test_subjects is empty"):
+        hold_out(items, [])
     with pytest.raises(ValueError, match="entries #2 are not subjects") as error:
         hold_out(items, ["148", "999"])
     assert "999" not in str(error.value)
