@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from ignite.engine import Engine, Events
 from ignite.handlers import EpochOutputStore
 from matplotlib.figure import Figure
 from monai.engines import SupervisedEvaluator
@@ -17,7 +18,8 @@ from monai.handlers import from_engine
 from torch.utils.data import DataLoader
 
 from medunlearn_monai.metrics.gap import GAP_METRICS, avg_gap
-from medunlearn_monai.metrics.membership_inference import mia_efficacy, true_class_confidence
+from medunlearn_monai.metrics.membership_inference import mia_efficacy, true_class_confidence, true_label_confidence
+from medunlearn_monai.metrics.subgroups import per_observation_auc, subgroup_metrics
 from medunlearn_monai.model_io import evaluation_path, read_json, read_record, record_path, write_json
 from medunlearn_monai.tracking import MLflowTracker
 
@@ -139,29 +141,55 @@ class UnlearningEvaluation:
 
 
 class ClassificationEvaluation(UnlearningEvaluation):
-    """Unlearning scores of a classifier: split metrics, membership-inference efficacy, confidence plot.
+    """Unlearning scores of a classifier: split metrics, membership-inference efficacy, subgroups, confidence plot.
 
     ``mia_efficacy`` is added when retain, forget and test data exist; the evaluator's
-    postprocessing must leave class probabilities in ``pred``. Arguments as for
-    :class:`UnlearningEvaluation`.
+    postprocessing must leave probabilities in ``pred`` (softmax, or sigmoid for ``multilabel``).
+    With ``observation_names`` each split also gets ``<split>_auc_<observation>``; with
+    ``subgroup_key`` (an item attribute such as ``sex``) ``<split>_auc_<group>``,
+    ``<split>_acc_<group>`` and, for two groups, ``<split>_auc_gap`` (first minus second group by
+    name). Other arguments as for :class:`UnlearningEvaluation`.
     """
 
-    def __init__(self, evaluator: SupervisedEvaluator, *args: Any, **kwargs: Any):
+    def __init__(
+        self,
+        evaluator: SupervisedEvaluator,
+        *args: Any,
+        multilabel: bool = False,
+        observation_names: Sequence[str] | None = None,
+        subgroup_key: str | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(evaluator, *args, **kwargs)
+        self.multilabel = multilabel
+        self.observation_names = list(observation_names or [])
+        self.subgroup_key = subgroup_key
         self.outputs = EpochOutputStore(output_transform=from_engine(["pred", "label"]))
         self.outputs.attach(evaluator)
         self.confidences: dict[str, np.ndarray] = {}
+        self._groups: list[str] = []
+        if subgroup_key:
+            evaluator.add_event_handler(Events.ITERATION_COMPLETED, self._keep_groups)
 
     def _evaluate_split(self, split: str, loader: DataLoader) -> dict[str, float]:
+        self._groups = []
         split_metrics = super()._evaluate_split(split, loader)
         predictions, labels = [], []
         for batch_predictions, batch_labels in self.outputs.data:
             predictions.extend(batch_predictions)
             labels.extend(batch_labels)
-        self.confidences[split] = true_class_confidence(
-            torch.stack(predictions), torch.stack([torch.as_tensor(x) for x in labels])
-        )
+        probabilities = torch.stack([torch.as_tensor(x) for x in predictions]).float().cpu()
+        truth = torch.stack([torch.as_tensor(x) for x in labels]).cpu()
+        confidence = true_label_confidence if self.multilabel else true_class_confidence
+        self.confidences[split] = confidence(probabilities, truth)
+        if self.observation_names:
+            split_metrics.update(per_observation_auc(probabilities, truth, self.observation_names))
+        if self.subgroup_key:
+            split_metrics.update(subgroup_metrics(probabilities, truth, self._groups, self.multilabel))
         return split_metrics
+
+    def _keep_groups(self, engine: Engine) -> None:
+        self._groups.extend(str(item[self.subgroup_key]) for item in engine.state.batch)
 
     def _model_scores(self, metrics: Mapping[str, float]) -> dict[str, float]:
         if not all(split in self.confidences for split in ("retain", "test", "forget")):

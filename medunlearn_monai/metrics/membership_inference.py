@@ -13,6 +13,16 @@ def true_class_confidence(probabilities: torch.Tensor, labels: torch.Tensor) -> 
     return probabilities.reshape(labels.shape[0], -1).gather(1, labels[:, None]).squeeze(1).double().cpu().numpy()
 
 
+def true_label_confidence(probabilities: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    """Multi-label analogue of :func:`true_class_confidence`: the mean probability each item gives its true labels.
+
+    For each observation the probability of the true value is ``p`` for a positive and ``1 - p`` for a
+    negative label; the mean over observations is the item's confidence.
+    """
+    labels = torch.as_tensor(labels, dtype=probabilities.dtype).reshape(probabilities.shape)
+    return (labels * probabilities + (1 - labels) * (1 - probabilities)).mean(dim=1).double().cpu().numpy()
+
+
 def mia_efficacy(
     retain_confidence: np.ndarray,
     test_confidence: np.ndarray,
