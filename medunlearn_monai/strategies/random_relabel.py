@@ -13,11 +13,14 @@ class RandomRelabel:
     """Replace the label of every forget item by a uniformly drawn *different* class before the step.
 
     Retain items keep their labels, so on a mixed batch the trainer learns the retain data while
-    unlearning the forget data. A fresh wrong label is drawn each time an item is seen.
+    unlearning the forget data. A fresh wrong label is drawn each time an item is seen. With
+    ``multilabel`` the label is a 0/1 vector over ``num_classes`` observations and the new one is a
+    uniformly drawn *different* 0/1 vector.
 
     Args:
-        num_classes: number of classes of the classifier (at least 2).
+        num_classes: number of classes of the classifier (at least 2), or of observations.
         seed: seed of the label generator, so a run is reproducible.
+        multilabel: labels are 0/1 vectors (multi-label classification) rather than class indices.
         label_key: batch key of the class-index labels.
         forget_key: batch key of the per-item forget flag.
 
@@ -25,10 +28,18 @@ class RandomRelabel:
         ValueError: when ``num_classes`` is below 2.
     """
 
-    def __init__(self, num_classes: int, seed: int = 0, label_key: str = "label", forget_key: str = FORGET_KEY):
+    def __init__(
+        self,
+        num_classes: int,
+        seed: int = 0,
+        multilabel: bool = False,
+        label_key: str = "label",
+        forget_key: str = FORGET_KEY,
+    ):
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2 to draw a different label, got {num_classes}.")
         self.num_classes = num_classes
+        self.multilabel = multilabel
         self.label_key = label_key
         self.forget_key = forget_key
         self.generator = torch.Generator().manual_seed(seed)
@@ -43,7 +54,18 @@ class RandomRelabel:
         flags = forget_mask(engine, self.forget_key)
         if not flags.any():
             return
+        if self.multilabel:
+            engine.state.batch = {**batch, self.label_key: self._other_vectors(labels, flags)}
+            return
         # A shift in [1, num_classes - 1] modulo num_classes is uniform over the other classes, never y itself.
         shift = torch.randint(1, self.num_classes, (labels.shape[0],), generator=self.generator)
         shift = shift.view(-1, *([1] * (labels.dim() - 1))) * flags.view(-1, *([1] * (labels.dim() - 1)))
         engine.state.batch = {**batch, self.label_key: (labels + shift.to(labels.dtype)) % self.num_classes}
+
+    def _other_vectors(self, labels: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:
+        # Adding a non-zero random bit pattern modulo 2 (XOR) is uniform over the other 2^K - 1 vectors.
+        vectors = labels.reshape(labels.shape[0], self.num_classes).round().long()
+        patterns = torch.randint(1, 2**self.num_classes, (labels.shape[0],), generator=self.generator)
+        bits = (patterns[:, None] >> torch.arange(self.num_classes)) & 1
+        relabeled = torch.where(flags[:, None], vectors ^ bits, vectors)
+        return relabeled.to(labels.dtype).reshape(labels.shape)

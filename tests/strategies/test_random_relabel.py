@@ -34,3 +34,21 @@ def test_without_forget_flag_the_error_says_how_to_build_the_data(make_trainer):
 def test_needs_two_classes():
     with pytest.raises(ValueError, match="at least 2"):
         RandomRelabel(1)
+
+
+def test_multilabel_forget_items_get_a_different_uniform_label_vector():
+    class Batch:
+        batch: dict
+
+    engine = type("Engine", (), {"state": Batch()})()
+    labels = torch.tensor([[1.0, 0.0, 1.0]] * 4000)
+    flags = torch.tensor([1, 0] * 2000)
+    engine.state.batch = {"label": labels, "forget": flags}
+    RandomRelabel(3, seed=0, multilabel=True)(engine)
+    relabeled = engine.state.batch["label"]
+    assert torch.equal(relabeled[1::2], labels[1::2]) and torch.equal(labels[0], torch.tensor([1.0, 0.0, 1.0]))
+    forget = relabeled[0::2]
+    assert ((forget == 0) | (forget == 1)).all() and (forget != labels[0::2]).any(dim=1).all()
+    codes = (forget.long() * torch.tensor([1, 2, 4])).sum(dim=1)
+    counts = torch.bincount(codes, minlength=8)
+    assert counts[5] == 0 and (counts[[0, 1, 2, 3, 4, 6, 7]] > 2000 / 7 * 0.8).all()  # 101 = the true vector
