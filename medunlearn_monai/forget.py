@@ -14,7 +14,7 @@ import os
 import random
 import secrets
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,14 +137,27 @@ class ForgetRequest:
         return cls(tuple(reader(text, path)), source=str(path))
 
     @classmethod
-    def generate(cls, items: Sequence[dict[str, Any]], fraction: float, seed: int = 0) -> ForgetRequest:
+    def generate(
+        cls,
+        items: Sequence[dict[str, Any]],
+        fraction: float,
+        seed: int = 0,
+        where: Mapping[str, Any] | None = None,
+    ) -> ForgetRequest:
         """A random request for studies: ``fraction`` of the distinct subjects of ``items``, seeded.
 
+        With ``where`` (e.g. ``{"sex": "Female"}``) only subjects whose items carry those attribute
+        values are drawn, and ``fraction`` is of those subjects: requests by attribute test for bias.
+
         Raises:
-            ForgetRequestError: when ``fraction`` is not in (0, 1) or selects no subject.
+            ForgetRequestError: when ``fraction`` is not in (0, 1), or it or ``where`` selects no subject.
         """
         if not 0.0 < fraction < 1.0:
             raise ForgetRequestError(f"forget fraction must be between 0 and 1 (exclusive), got {fraction}.")
+        if where:
+            items = [item for item in items if all(item.get(key) == value for key, value in where.items())]
+            if not items:
+                raise ForgetRequestError(f"no training subject has the attributes {dict(where)}.")
         subjects = sorted({str(item[SUBJECT_KEY]) for item in items})
         count = round(fraction * len(subjects))
         if count == 0:
@@ -155,13 +168,19 @@ class ForgetRequest:
 
     @classmethod
     def resolve(
-        cls, file: str | os.PathLike | None, fraction: float | None, items: Sequence[dict[str, Any]], seed: int = 0
+        cls,
+        file: str | os.PathLike | None,
+        fraction: float | None,
+        items: Sequence[dict[str, Any]],
+        seed: int = 0,
+        where: Mapping[str, Any] | None = None,
     ) -> ForgetRequest | None:
-        """The request a workflow runs with: from ``file`` if given, else generated from ``fraction``, else None."""
+        """The request a workflow runs with: from ``file`` if given, else generated from ``fraction``
+        (among subjects matching ``where``), else None."""
         if file:
             return cls.from_file(file)
         if fraction:
-            return cls.generate(items, fraction, seed)
+            return cls.generate(items, fraction, seed, where)
         return None
 
     def split(self, items: Sequence[dict[str, Any]]) -> ForgetSplit:

@@ -131,3 +131,13 @@ def test_salt_file_is_created_once_and_reused(tmp_path, monkeypatch):
     first = load_salt()
     assert len(first) == 64 and load_salt() == first
     assert (tmp_path / "deploy" / "salt").stat().st_mode & 0o777 == 0o600
+
+
+def test_generated_request_can_be_restricted_to_an_attribute():
+    items = [{"subject": f"p{index}", "sex": "Female" if index % 2 else "Male"} for index in range(40)]
+    request = ForgetRequest.generate(items, 0.5, seed=1, where={"sex": "Female"})
+    assert len(request.subject_ids) == 10
+    assert all(int(subject[1:]) % 2 == 1 for subject in request.subject_ids)
+    assert ForgetRequest.resolve(None, 0.5, items, 1, {"sex": "Female"}).subject_ids == request.subject_ids
+    with pytest.raises(ForgetRequestError, match="no training subject has the attributes"):
+        ForgetRequest.generate(items, 0.5, where={"sex": "Unknown"})
