@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from medunlearn_monai.metrics.gap import GAP_METRICS, avg_gap
 from medunlearn_monai.metrics.membership_inference import mia_efficacy, true_class_confidence, true_label_confidence
-from medunlearn_monai.metrics.subgroups import per_observation_auc, subgroup_metrics
+from medunlearn_monai.metrics.subgroups import accuracy, per_observation_auc, subgroup_metrics
 from medunlearn_monai.model_io import evaluation_path, read_json, read_record, record_path, write_json
 from medunlearn_monai.tracking import MLflowTracker
 
@@ -148,7 +148,8 @@ class ClassificationEvaluation(UnlearningEvaluation):
     With ``observation_names`` each split also gets ``<split>_auc_<observation>``; with
     ``subgroup_key`` (an item attribute such as ``sex``) ``<split>_auc_<group>``,
     ``<split>_acc_<group>`` and, for two groups, ``<split>_auc_gap`` (first minus second group by
-    name). Other arguments as for :class:`UnlearningEvaluation`.
+    name). ``<split>_acc`` (per observation at 0.5 for multi-label) is added when the evaluator has
+    no ``acc`` metric. Other arguments as for :class:`UnlearningEvaluation`.
     """
 
     def __init__(
@@ -182,6 +183,7 @@ class ClassificationEvaluation(UnlearningEvaluation):
         truth = torch.stack([torch.as_tensor(x) for x in labels]).cpu()
         confidence = true_label_confidence if self.multilabel else true_class_confidence
         self.confidences[split] = confidence(probabilities, truth)
+        split_metrics.setdefault("acc", accuracy(probabilities, truth, self.multilabel))
         if self.observation_names:
             split_metrics.update(per_observation_auc(probabilities, truth, self.observation_names))
         if self.subgroup_key:

@@ -1,0 +1,163 @@
+"""End to end through monai.bundle on a synthetic CheXpert tree: train, exact retrain, FT/RL/SalUn, evaluate."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import mlflow
+import monai.bundle
+import pytest
+
+from medunlearn_monai.data.chexpert import CheXpertFormatError, load_chexpert_items
+from medunlearn_monai.data.synthetic import write_synthetic_chexpert
+from medunlearn_monai.forget import ForgetRequestError
+from medunlearn_monai.model_io import read_json
+from medunlearn_monai.workflows import config_files, run_workflow, strategies
+
+BUNDLE = "chexpert_resnet_classification"
+STRATEGIES = strategies(BUNDLE)
+SMALL = {"image_size": 32, "batch_size": 16, "max_epochs": 8, "experiment_name": "e2e-cxr", "check_images": True}
+FEMALE_REQUEST = {"forget_fraction": 0.25, "forget_where": {"sex": "Female"}}
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """Run every workflow once on 80 synthetic patients; returns the work folder, models folder and environment."""
+    work = tmp_path_factory.mktemp("chexpert")
+    data = write_synthetic_chexpert(work / "data" / "CheXpert-v1.0-small", n_patients=80, size=32)
+    environment = {"MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}", "MEDUNLEARN_SALT": "e2e-salt"}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(work)
+        for key, value in environment.items():
+            patch.setenv(key, value)
+        common = {"dataset_dir": str(data), "model_dir": str(work / "models"), **SMALL}
+        run_workflow(BUNDLE, "train", **common)
+        run_workflow(BUNDLE, "train", **common, **FEMALE_REQUEST)
+        unlearn_common = {key: value for key, value in common.items() if key != "max_epochs"}
+        for name in STRATEGIES:
+            run_workflow(BUNDLE, "unlearn", name, **unlearn_common, **FEMALE_REQUEST)
+        models = work / "models"
+        for model in ["model", "retrained", *(f"unlearned_{name}" for name in STRATEGIES)]:
+            run_workflow(BUNDLE, "evaluate", **common, **FEMALE_REQUEST, model_path=str(models / f"{model}.pt"))
+    return work, data, models, environment
+
+
+def parsed(data: Path, key: str, **overrides):
+    parser = monai.bundle.ConfigParser()
+    parser.read_config(config_files(BUNDLE, "train"))
+    parser.update({"dataset_dir": str(data), "check_images": False, **overrides})
+    return parser.get_parsed_content(key)
+
+
+def test_splits_are_by_patient_and_no_forgotten_image_is_retained(pipeline):
+    _, data, _, _ = pipeline
+    train, validation, test = (parsed(data, key) for key in ("train_items", "val_items", "test_items"))
+    patients = [{item["subject"] for item in split} for split in (train, validation, test)]
+    assert not (patients[0] & patients[1] or patients[0] & patients[2] or patients[1] & patients[2])
+    forget_split = parsed(data, "forget_split", **FEMALE_REQUEST)
+    forgotten = {item["subject"] for item in forget_split.forget}
+    assert forgotten and {item["sex"] for item in forget_split.forget} == {"Female"}
+    assert not forgotten & {item["subject"] for item in forget_split.retain}
+    every_image = [item for item in load_chexpert_items(data) if item["subject"] in forgotten]
+    assert sorted(item["image"] for item in forget_split.forget) == sorted(item["image"] for item in every_image)
+
+
+def test_original_learns_and_retraining_forgets(pipeline):
+    _, _, models, _ = pipeline
+    original, retrained = read_json(models / "model.eval.json"), read_json(models / "retrained.eval.json")
+    assert original["test_auc"] > 0.8
+    assert retrained["forget_acc"] < original["forget_acc"]
+
+
+def test_per_sex_and_per_observation_metrics_reach_mlflow(pipeline):
+    _, _, _, environment = pipeline
+    client = mlflow.MlflowClient(environment["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("e2e-cxr").experiment_id])
+    assert {run.info.status for run in runs} == {"FINISHED"}
+    evaluations = [run for run in runs if run.data.params["workflow"] == "evaluate"]
+    assert len(evaluations) == 2 + len(STRATEGIES)
+    for run in evaluations:
+        metrics = run.data.metrics
+        assert {"retain_auc", "forget_auc", "test_auc", "mia_efficacy", "forget_auc_female"} <= metrics.keys()
+        assert {"test_auc_female", "test_auc_male", "test_auc_gap", "retain_acc_male", "test_auc_cardiomegaly"} <= (
+            metrics.keys()
+        )
+        assert "forget_auc_male" not in metrics  # the request forgot female patients only
+    salun = next(run for run in evaluations if run.data.params["strategy"] == "salun")
+    assert {"gap_to_retrain", "speedup_vs_retrain"} <= salun.data.metrics.keys()
+
+
+def test_a_request_naming_an_unknown_patient_fails_clearly(pipeline, tmp_path):
+    _, data, models, _ = pipeline
+    (tmp_path / "request.csv").write_text("patient_id\npatient00001\npatient99999\n")
+    before = sorted(path.name for path in models.iterdir())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+        with pytest.raises(Exception) as error:
+            run_workflow(BUNDLE, "unlearn", "rl", dataset_dir=str(data), model_dir=str(models),
+                         forget_request_file=str(tmp_path / "request.csv"), **SMALL)  # fmt: skip
+    assert any(isinstance(reason, ForgetRequestError) and "entries #2" in str(reason) for reason in _chain(error.value))
+    assert "patient99999" not in "".join(str(reason) for reason in _chain(error.value))
+    assert sorted(path.name for path in models.iterdir()) == before
+
+
+def _copy_tree(data: Path, target: Path) -> Path:
+    shutil.copytree(data, target)
+    return target
+
+
+def _rewrite_csv(path: Path, edit) -> None:
+    rows = list(csv.reader(path.read_text().splitlines()))
+    path.write_text("\n".join(",".join(row) for row in edit(rows)) + "\n")
+
+
+@pytest.mark.parametrize("defect", ["missing_column", "missing_image", "undecodable_image"])
+def test_bad_data_fails_naming_the_row_or_file_and_writes_nothing(pipeline, tmp_path, defect):
+    _, data, _, _ = pipeline
+    broken = _copy_tree(data, tmp_path / "CheXpert-v1.0-small")
+    first_image = broken / "train" / "patient00001" / "study1" / "view1_frontal.jpg"
+    if defect == "missing_column":
+        _rewrite_csv(broken / "train.csv", lambda rows: [row[:2] + row[3:] for row in rows])  # drop Age
+        expected = "Age"
+    elif defect == "missing_image":
+        first_image.unlink()
+        expected = "row 2"
+    else:
+        first_image.write_bytes(first_image.read_bytes()[:100])
+        expected = str(first_image)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+        with pytest.raises(Exception) as error:
+            run_workflow(BUNDLE, "train", dataset_dir=str(broken), model_dir=str(tmp_path / "models"), **SMALL)
+    (reason,) = [reason for reason in _chain(error.value) if isinstance(reason, CheXpertFormatError)]
+    assert expected in str(reason)
+    assert not (tmp_path / "models").exists()
+    assert mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_experiment_by_name("e2e-cxr") is None
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    chain = []
+    while error is not None:
+        chain.append(error)
+        error = error.__cause__
+    return chain
+
+
+def test_inference_writes_five_probabilities_per_image(pipeline, tmp_path):
+    _, data, models, _ = pipeline
+    images = sorted((data / "train").rglob("view1_frontal.jpg"))[:3]
+    folder = tmp_path / "images"
+    for index, image in enumerate(images):
+        (folder / f"case{index}").mkdir(parents=True)
+        (folder / f"case{index}" / "view1_frontal.jpg").write_bytes(image.read_bytes())
+    run_workflow(BUNDLE, "inference", dataset_dir=str(folder), model_dir=str(models), output_dir=str(tmp_path / "out"),
+                 image_size=32)  # fmt: skip
+    rows = (tmp_path / "out" / "predictions.csv").read_text().strip().splitlines()
+    assert len(rows) == 3
+    for row in rows:
+        probabilities = [float(value) for value in row.split(",")[1:]]
+        assert len(probabilities) == 5 and all(0 <= value <= 1 for value in probabilities)
