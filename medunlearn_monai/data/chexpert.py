@@ -59,6 +59,18 @@ class CheXpertFormatError(ValueError):
     """Raised when files do not follow the CheXpert layout; the message names the file (and the CSV row)."""
 
 
+def require_policy(uncertainty: str, supported: Sequence[str]) -> str:
+    """Return ``uncertainty`` if a workflow supports it; a workflow whose loss ignores ``label_mask`` must refuse
+    ``"ignore"`` rather than train the ignored labels as negatives.
+
+    Raises:
+        ValueError: when ``uncertainty`` is not in ``supported``.
+    """
+    if uncertainty not in supported:
+        raise ValueError(f"uncertainty policy {uncertainty!r} is not supported here; use one of {list(supported)}.")
+    return uncertainty
+
+
 def check_observations(observations: str | Iterable[str]) -> tuple[str, ...]:
     """Validate a choice of observations and return it as a tuple, in the order given (= label order).
 

@@ -161,3 +161,11 @@ def test_inference_writes_five_probabilities_per_image(pipeline, tmp_path):
     for row in rows:
         probabilities = [float(value) for value in row.split(",")[1:]]
         assert len(probabilities) == 5 and all(0 <= value <= 1 for value in probabilities)
+
+
+def test_bundle_refuses_the_ignore_policy_its_loss_cannot_honour(pipeline):
+    _, data, _, _ = pipeline
+    with pytest.raises(Exception) as error:
+        parsed(data, "all_items", uncertainty="ignore")
+    assert any("'ignore' is not supported here" in str(reason) for reason in _chain(error.value))
+    assert parsed(data, "all_items", uncertainty="zeros")

@@ -17,6 +17,7 @@ from medunlearn_monai.data.chexpert import (
     CheXpertFormatError,
     load_chexpert_items,
     patient_split,
+    require_policy,
     subjects_with,
     validate_images,
 )
@@ -207,3 +208,9 @@ def test_subjects_with_attributes(synthetic_root):
     assert old == sorted({item["subject"] for item in items if item["sex"] == "Female" and item["age"] >= 50})
     with pytest.raises(ValueError, match="weight"):
         subjects_with(items, weight=70)
+
+
+def test_a_workflow_can_refuse_a_policy_it_cannot_honour():
+    assert require_policy("ones", ("ones", "zeros")) == "ones"
+    with pytest.raises(ValueError, match="'ignore' is not supported here"):
+        require_policy("ignore", ("ones", "zeros"))
