@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
+from _report import machine, markdown_table
 
 from medunlearn_monai.data.synthetic import write_synthetic_chexpert
 from medunlearn_monai.model_io import read_json
@@ -58,13 +57,6 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--forget_fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args()
-
-
-def machine() -> str:
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
-    processor = platform.processor() or platform.machine()
-    return f"{processor}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), no GPU"
 
 
 def run_requests(options: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
@@ -116,8 +108,7 @@ def cell(key: str, value: Any) -> str:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    lines = ["| " + " | ".join(title for _, title in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cell(key, row.get(key)) for key, _ in COLUMNS) + " |" for row in report["rows"]]
+    table = markdown_table(report["rows"], COLUMNS, cell)
     settings = report["settings"]
     return (
         "# CheXpert patient unlearning with per-sex analysis\n\n"
@@ -126,7 +117,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"{settings['train_epochs']} epochs; requests forget {settings['forget_fraction']:.0%} of the training "
         "patients, drawn among all patients (random) or among women only (female). AUC is the mean over the five "
         "competition observations; F-M is the female minus male test AUC; a dash is a group absent from a split. "
-        f"Whole run: {report['total_seconds'] / 60:.1f} min.\n\n" + "\n".join(lines) + "\n"
+        f"Whole run: {report['total_seconds'] / 60:.1f} min.\n\n" + table + "\n"
     )
 
 

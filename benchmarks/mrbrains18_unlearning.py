@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from _report import machine, markdown_table
 
 from medunlearn_monai.data.synthetic import write_synthetic_mrbrains18
 from medunlearn_monai.model_io import read_json
@@ -65,13 +65,6 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results_name", default="mrbrains18_unlearning")
     return parser.parse_args()
-
-
-def machine() -> str:
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
-    processor = platform.processor() or platform.machine()
-    return f"{processor}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), no GPU"
 
 
 def run_protocol(options: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -133,9 +126,7 @@ def cell(key: str, value: Any) -> str:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    header = "| " + " | ".join(title for _, title in COLUMNS) + " |"
-    lines = [header, "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cell(key, row.get(key)) for key, _ in COLUMNS) + " |" for row in report["rows"]]
+    table = markdown_table(report["rows"], COLUMNS, cell)
     noisy = next((row for row in report["rows"] if row["method"] == "noisy_label" and row["epochs"] == 50), None)
     comparison = (
         f"Noisy Label at 50 epochs: forget Dice decrease {cell('', noisy['forget_dice_decrease_pct'])} % "
@@ -153,9 +144,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"binary label merge. Whole run: {report['total_seconds'] / 60:.1f} min.\n\n"
         "Dice and MAE are per-subject means; decrease and kept are relative to the original model; the gap to "
         "retrain is the mean absolute difference of retain, forget and test Dice in points; seconds are the "
-        "training time of each model (for strategies: the unlearning run).\n\n"
-        + "\n".join(lines)
-        + f"\n\n{comparison}\n"
+        "training time of each model (for strategies: the unlearning run).\n\n" + table + f"\n\n{comparison}\n"
     )
 
 

@@ -12,21 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 from pathlib import Path
 
-import torch
+from _report import machine
 
 from medunlearn_monai.cli import format_table
 from medunlearn_monai.demo import run_demo
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def machine() -> str:
-    processor = platform.processor() or platform.machine()
-    return f"{processor}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
 
 
 def main() -> None:
