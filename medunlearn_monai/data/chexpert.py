@@ -59,16 +59,13 @@ class CheXpertFormatError(ValueError):
     """Raised when files do not follow the CheXpert layout; the message names the file (and the CSV row)."""
 
 
-def require_policy(uncertainty: str, supported: Sequence[str]) -> str:
-    """Return ``uncertainty`` if a workflow supports it; a workflow whose loss ignores ``label_mask`` must refuse
-    ``"ignore"`` rather than train the ignored labels as negatives.
+def ignored_as_nan(item: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``item`` whose ignored labels (``label_mask`` 0) are NaN, for masked losses and metrics.
 
-    Raises:
-        ValueError: when ``uncertainty`` is not in ``supported``.
+    Used as a transform: with the "ones" and "zeros" policies every mask is 1 and the label is unchanged.
     """
-    if uncertainty not in supported:
-        raise ValueError(f"uncertainty policy {uncertainty!r} is not supported here; use one of {list(supported)}.")
-    return uncertainty
+    mask = np.asarray(item["label_mask"])
+    return {**item, "label": np.where(mask > 0, np.asarray(item["label"], np.float32), np.float32("nan"))}
 
 
 def check_observations(observations: str | Iterable[str]) -> tuple[str, ...]:

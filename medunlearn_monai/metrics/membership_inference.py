@@ -17,10 +17,10 @@ def true_label_confidence(probabilities: torch.Tensor, labels: torch.Tensor) -> 
     """Multi-label analogue of :func:`true_class_confidence`: the mean probability each item gives its true labels.
 
     For each observation the probability of the true value is ``p`` for a positive and ``1 - p`` for a
-    negative label; the mean over observations is the item's confidence.
+    negative label; the mean over known observations (labels not NaN) is the item's confidence.
     """
     labels = torch.as_tensor(labels, dtype=probabilities.dtype).reshape(probabilities.shape)
-    return (labels * probabilities + (1 - labels) * (1 - probabilities)).mean(dim=1).double().cpu().numpy()
+    return (labels * probabilities + (1 - labels) * (1 - probabilities)).nanmean(dim=1).double().cpu().numpy()
 
 
 def mia_efficacy(

@@ -10,9 +10,11 @@ from monai.metrics import compute_roc_auc
 
 
 def accuracy(probabilities: torch.Tensor, labels: torch.Tensor, multilabel: bool) -> float:
-    """Fraction of correct decisions: per observation at 0.5 (multi-label) or of the argmax class."""
+    """Fraction of correct decisions: per known observation at 0.5 (multi-label; NaN labels are unknown) or of
+    the argmax class."""
     if multilabel:
-        return float(((probabilities > 0.5).float() == labels.float()).float().mean())
+        known = ~torch.isnan(labels.float())
+        return float(((probabilities > 0.5).float() == labels.float())[known].float().mean())
     return float((probabilities.argmax(dim=1) == labels.reshape(-1).long()).float().mean())
 
 
@@ -60,6 +62,13 @@ def metric_suffix(name: str) -> str:
 
 
 def _auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    known = ~torch.isnan(labels.float())  # unknown (ignored) labels are left out
+    scores, labels = scores[known], labels[known]
     if torch.unique(labels).numel() < 2:
         return float("nan")
     return float(compute_roc_auc(scores.reshape(-1, 1), labels.reshape(-1, 1)))
+
+
+def mean_auc_of_outputs(predictions: torch.Tensor, labels: torch.Tensor) -> float:
+    """:func:`mean_auc` for multi-label outputs, with the signature of ignite's ``EpochMetric``."""
+    return mean_auc(predictions, labels, multilabel=True)

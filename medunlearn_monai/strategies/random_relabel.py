@@ -64,8 +64,10 @@ class RandomRelabel:
 
     def _other_vectors(self, labels: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:
         # Adding a non-zero random bit pattern modulo 2 (XOR) is uniform over the other 2^K - 1 vectors.
-        vectors = labels.reshape(labels.shape[0], self.num_classes).round().long()
+        # Unknown labels (NaN, e.g. CheXpert's ignored uncertain findings) stay unknown.
+        labels = labels.reshape(labels.shape[0], self.num_classes)
+        vectors = torch.nan_to_num(labels).round().long()
         patterns = torch.randint(1, 2**self.num_classes, (labels.shape[0],), generator=self.generator)
         bits = (patterns[:, None] >> torch.arange(self.num_classes)) & 1
-        relabeled = torch.where(flags[:, None], vectors ^ bits, vectors)
-        return relabeled.to(labels.dtype).reshape(labels.shape)
+        relabeled = torch.where(flags[:, None], vectors ^ bits, vectors).to(labels.dtype)
+        return torch.where(torch.isnan(labels), labels, relabeled)

@@ -9,6 +9,7 @@ from pathlib import Path
 import mlflow
 import monai.bundle
 import pytest
+import torch
 
 from medunlearn_monai.data.chexpert import CheXpertFormatError, load_chexpert_items
 from medunlearn_monai.data.synthetic import write_synthetic_chexpert
@@ -163,9 +164,18 @@ def test_inference_writes_five_probabilities_per_image(pipeline, tmp_path):
         assert len(probabilities) == 5 and all(0 <= value <= 1 for value in probabilities)
 
 
-def test_bundle_refuses_the_ignore_policy_its_loss_cannot_honour(pipeline):
+def test_ignore_policy_trains_and_scores_on_known_labels_only(pipeline, tmp_path):
     _, data, _, _ = pipeline
-    with pytest.raises(Exception) as error:
-        parsed(data, "all_items", uncertainty="ignore")
-    assert any("'ignore' is not supported here" in str(reason) for reason in _chain(error.value))
-    assert parsed(data, "all_items", uncertainty="zeros")
+    items = parsed(data, "train#dataset", uncertainty="ignore")
+    assert any(torch.isnan(torch.as_tensor(item["label"])).any() for item in items)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+        common = {"dataset_dir": str(data), "model_dir": str(tmp_path / "models"), **SMALL, "uncertainty": "ignore"}
+        run_workflow(BUNDLE, "train", **{**common, "max_epochs": 2})
+        run_workflow(BUNDLE, "unlearn", "salun", **{**common, "max_epochs": 1}, **FEMALE_REQUEST)
+        run_workflow(BUNDLE, "evaluate", **common, **FEMALE_REQUEST,
+                     model_path=str(tmp_path / "models" / "unlearned_salun.pt"))  # fmt: skip
+    metrics = read_json(tmp_path / "models" / "unlearned_salun.eval.json")
+    for key in ("retain_auc", "test_auc", "forget_acc", "mia_efficacy", "test_auc_female"):
+        assert 0 <= metrics[key] <= 1, key

@@ -15,9 +15,9 @@ from medunlearn_monai.data.chexpert import (
     REQUIRED_COLUMNS,
     UNCERTAINTY_POLICIES,
     CheXpertFormatError,
+    ignored_as_nan,
     load_chexpert_items,
     patient_split,
-    require_policy,
     subjects_with,
     validate_images,
 )
@@ -210,7 +210,8 @@ def test_subjects_with_attributes(synthetic_root):
         subjects_with(items, weight=70)
 
 
-def test_a_workflow_can_refuse_a_policy_it_cannot_honour():
-    assert require_policy("ones", ("ones", "zeros")) == "ones"
-    with pytest.raises(ValueError, match="'ignore' is not supported here"):
-        require_policy("ignore", ("ones", "zeros"))
+def test_ignored_labels_become_nan_and_known_ones_stay():
+    item = {"label": np.array([1.0, 0.0, 0.0], np.float32), "label_mask": np.array([1.0, 0.0, 1.0], np.float32)}
+    marked = ignored_as_nan(item)
+    assert marked["label"][0] == 1.0 and np.isnan(marked["label"][1]) and marked["label"][2] == 0.0
+    assert not np.isnan(item["label"]).any()

@@ -52,3 +52,16 @@ def test_multilabel_forget_items_get_a_different_uniform_label_vector():
     codes = (forget.long() * torch.tensor([1, 2, 4])).sum(dim=1)
     counts = torch.bincount(codes, minlength=8)
     assert counts[5] == 0 and (counts[[0, 1, 2, 3, 4, 6, 7]] > 2000 / 7 * 0.8).all()  # 101 = the true vector
+
+
+def test_multilabel_unknown_labels_stay_unknown():
+    class Batch:
+        batch: dict
+
+    engine = type("Engine", (), {"state": Batch()})()
+    labels = torch.tensor([[1.0, float("nan"), 0.0]] * 50)
+    engine.state.batch = {"label": labels, "forget": torch.ones(50)}
+    RandomRelabel(3, seed=0, multilabel=True)(engine)
+    relabeled = engine.state.batch["label"]
+    assert torch.isnan(relabeled[:, 1]).all()
+    assert ((relabeled[:, [0, 2]] == 0) | (relabeled[:, [0, 2]] == 1)).all()
