@@ -4,6 +4,11 @@ medunlearn demo [--output_dir demo_output]
 medunlearn synthesize [--dataset tissuemnist|mrbrains18] --output_dir data
 medunlearn run BUNDLE WORKFLOW [--strategy NAME] [--key value ...]
 medunlearn compare --experiment NAME
+medunlearn register --model_path models/unlearned_salun.pt --name NAME
+medunlearn report --experiment NAME [--output report.html]
+medunlearn ulira BUNDLE --strategies rl,salun [--shadow_pairs 2] [--key value ...]
+medunlearn difficulty BUNDLE --strategies rl,salun [--fraction 0.1] [--key value ...]
+medunlearn tune BUNDLE --strategy NAME [--n_trials 8] [--seed 0] [--search "{...}"] [--key value ...]
 """
 
 from __future__ import annotations
@@ -15,9 +20,10 @@ from typing import Any
 
 import fire
 
-from medunlearn_monai import tracking, workflows
+from medunlearn_monai import registry, studies, tracking, tuning, workflows
 from medunlearn_monai.data.synthetic import write_synthetic_mrbrains18, write_synthetic_tissuemnist
 from medunlearn_monai.demo import run_demo
+from medunlearn_monai.report import write_report
 
 _HEADERS = {
     "method": "method",
@@ -104,6 +110,56 @@ class Commands:
         """Print the method comparison table of an MLflow experiment."""
         return format_table(tracking.comparison_rows(experiment))
 
+    def register(self, model_path: str, name: str, experiment: str = "model-registry") -> str:
+        """Register a model file with its record, evaluation and certificate as the next version of MLflow model
+        ``name``; prints the version's URI and, for an unlearned model, the alias of its forget request."""
+        entry = registry.register_model(model_path, name, experiment)
+        pinned = f" and {entry.alias_uri}" if entry.alias_uri else ""
+        return f"Registered {entry.name} version {entry.version} ({', '.join(entry.artifacts)}): {entry.uri}{pinned}"
+
+    def report(self, experiment: str, output: str = "report.html") -> str:
+        """Write a self-contained HTML report of an MLflow experiment and log it there as ``report/report.html``."""
+        path = write_report(experiment, output)
+        return f"Report of experiment '{experiment}' written to {path} and logged to MLflow as report/report.html."
+
+    def ulira(
+        self,
+        bundle: str,
+        strategies: str | Sequence[str],
+        shadow_pairs: int = 2,
+        work_dir: str | None = None,
+        **overrides: Any,
+    ) -> str:
+        """U-LiRA attack on already evaluated unlearned models: trains ``shadow_pairs`` shadow pairs per strategy.
+
+        ``--key value`` overrides must repeat those the targets were made with (dataset_dir, model_dir, request).
+        """
+        results = studies.run_ulira_study(bundle, _names(strategies), shadow_pairs, work_dir, **overrides)
+        return "\n".join(f"{name}: {value:.3f}" for name, value in results.items())
+
+    def difficulty(
+        self,
+        bundle: str,
+        strategies: str | Sequence[str],
+        fraction: float = 0.1,
+        work_dir: str | None = None,
+        **overrides: Any,
+    ) -> str:
+        """Forget the easiest and the hardest ``fraction`` of subjects (by the original model's loss) and compare
+        every strategy's gap to retraining per quantile."""
+        rows = studies.run_difficulty_study(bundle, _names(strategies), fraction, work_dir, **overrides)
+        return format_table([{"method": f"{row['quantile']}: {row['strategy']}", **row} for row in rows])
+
+    def tune(
+        self, bundle: str, strategy: str, n_trials: int = 8, seed: int = 0, search: Any = None, **overrides: Any
+    ) -> str:
+        """Search a strategy's hyperparameters with Optuna (each trial unlearns and evaluates) and keep the best model.
+
+        ``--search "{'learning_rate': [0.001, 0.1], 'max_epochs': 2}"`` narrows a range or fixes a value;
+        ``--key value`` overrides config keys as for ``run``. Prints the trials and the best one.
+        """
+        return tuning.summary(tuning.tune(bundle, strategy, n_trials, seed, search, **overrides))
+
     def demo(
         self,
         output_dir: str = "demo_output",
@@ -119,6 +175,11 @@ class Commands:
             f"Models and their records: {result.models_dir}\n"
             f"Open the runs with: mlflow ui --backend-store-uri {tracking.tracking_uri()}  (experiment '{experiment}')"
         )
+
+
+def _names(names: str | Sequence[str]) -> list[str]:
+    """A comma-separated list (``rl,salun``) or fire's tuple as a list of names."""
+    return [name.strip() for name in names.split(",")] if isinstance(names, str) else list(names)
 
 
 def _root_cause(error: BaseException) -> BaseException:

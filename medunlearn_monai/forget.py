@@ -96,7 +96,8 @@ class ForgetRequest:
         ForgetRequestError: when the request is empty or names a subject twice.
     """
 
-    subject_ids: tuple[str, ...]
+    # repr=False: a request printed by a log line (monai.bundle echoes its overrides) must not show the IDs.
+    subject_ids: tuple[str, ...] = field(repr=False)
     source: str = field(default="request", compare=False)
 
     def __post_init__(self) -> None:
@@ -165,6 +166,26 @@ class ForgetRequest:
                 f"forget fraction {fraction} of {len(subjects)} subjects selects no subject; raise the fraction."
             )
         return cls(tuple(random.Random(seed).sample(subjects, count)), source="generated")
+
+    @classmethod
+    def by_score(
+        cls, subject_scores: Mapping[str, float], fraction: float, highest: bool, source: str = "generated"
+    ) -> ForgetRequest:
+        """A request for studies: the ``fraction`` of subjects with the lowest (or, with ``highest``, the highest)
+        score, e.g. the easiest or hardest subjects by the original model's loss. Ties break by subject ID.
+
+        Raises:
+            ForgetRequestError: when ``fraction`` is not in (0, 1) or selects no subject.
+        """
+        if not 0.0 < fraction < 1.0:
+            raise ForgetRequestError(f"forget fraction must be between 0 and 1 (exclusive), got {fraction}.")
+        count = round(fraction * len(subject_scores))
+        if count == 0:
+            raise ForgetRequestError(
+                f"forget fraction {fraction} of {len(subject_scores)} subjects selects no subject; raise the fraction."
+            )
+        ranked = sorted(subject_scores, key=lambda subject: (subject_scores[subject], subject), reverse=highest)
+        return cls(tuple(ranked[:count]), source=source)
 
     @classmethod
     def resolve(

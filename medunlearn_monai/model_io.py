@@ -26,6 +26,26 @@ def evaluation_path(model_path: str | os.PathLike) -> Path:
     return Path(model_path).with_suffix(".eval.json")
 
 
+def item_scores_path(model_path: str | os.PathLike) -> Path:
+    """Where the per-item scores of a model's evaluation are kept: ``models/x.pt`` -> ``models/x.items.json``."""
+    return Path(model_path).with_suffix(".items.json")
+
+
+def read_item_scores(model_path: str | os.PathLike) -> dict[str, Any]:
+    """The per-item scores written by the evaluation of ``model_path``.
+
+    Content: ``{"forget_request_sha256": str, "splits": {split: {"subject_sha256": [...], "loss": [...],
+    "confidence": [...]}}}``, one entry per item in the evaluation loader's order.
+
+    Raises:
+        FileNotFoundError: when the model has not been evaluated yet.
+    """
+    path = item_scores_path(model_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no per-item scores at {path}: evaluate {model_path} first.")
+    return read_json(path)
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """SHA-256 hex digest of a file's bytes."""
     digest = hashlib.sha256()

@@ -90,6 +90,11 @@ class MLflowTracker:
         for entry in entries:
             self.history.setdefault(entry.key, []).append((step, entry.value))
 
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log params known only after start, e.g. a search's best values (stringified; None values are dropped)."""
+        entries = [Param(key, _param_text(value)) for key, value in params.items() if value is not None]
+        self.client.log_batch(self._active_run(), params=entries)
+
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         """Upload one file to the run's artifacts."""
         self.client.log_artifact(self._active_run(), str(path), artifact_path)
@@ -215,10 +220,13 @@ SEGMENTATION_COMPARISON_COLUMNS: tuple[str, ...] = (
     "speedup_vs_retrain",
 )
 _STRATEGY_ORDER = ("original", "retrain")
+PARENT_RUN_TAG = "mlflow.parentRunId"
 
 
 def comparison_rows(experiment_name: str) -> list[dict[str, Any]]:
     """The latest finished evaluation of every strategy in an experiment: one row of metrics per method.
+
+    Child runs (tuning trials, shadow models of a study) are left out.
 
     Columns are :data:`COMPARISON_COLUMNS`, or :data:`SEGMENTATION_COMPARISON_COLUMNS` for an
     experiment whose evaluations report Dice.
@@ -237,6 +245,8 @@ def comparison_rows(experiment_name: str) -> list[dict[str, Any]]:
     )
     latest: dict[str, Any] = {}
     for run in runs:
+        if PARENT_RUN_TAG in run.data.tags:
+            continue  # a tuning trial or a study's shadow model, not the method's result
         latest.setdefault(run.data.params.get("strategy", "unknown"), run)
     if not latest:
         raise ValueError(f"MLflow experiment '{experiment_name}' holds no finished evaluation run.")

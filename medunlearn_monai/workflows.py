@@ -8,6 +8,8 @@ from typing import Any
 
 import monai.bundle
 
+from medunlearn_monai import tracking
+
 WORKFLOWS = ("train", "unlearn", "evaluate", "inference")
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 BUNDLES_DIR = PACKAGE_ROOT / "bundles"
@@ -66,3 +68,17 @@ def run_workflow(bundle: str | os.PathLike, workflow: str, strategy: str | None 
         logging_file=str(configs / "logging.conf"),
         **overrides,
     )
+
+
+def config_value(bundle: str | os.PathLike, key: str, workflow: str = "train", **overrides: Any) -> Any:
+    """The parsed value of one config key of a workflow, with ``overrides`` applied as ``run_workflow`` would."""
+    root = bundle_dir(bundle)
+    parser = monai.bundle.ConfigParser()
+    parser.read_config(config_files(root, workflow))
+    parser.update({"bundle_root": str(root), **overrides})
+    return parser.get_parsed_content(key)
+
+
+def child_run_overrides(parent_run_id: str, **tags: str) -> dict[str, Any]:
+    """Overrides that make a workflow's MLflow run a child of ``parent_run_id`` (nested in the MLflow UI)."""
+    return {"tracker#tags": {tracking.PARENT_RUN_TAG: parent_run_id, **tags}}

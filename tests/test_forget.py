@@ -141,3 +141,16 @@ def test_generated_request_can_be_restricted_to_an_attribute():
     assert ForgetRequest.resolve(None, 0.5, items, 1, {"sex": "Female"}).subject_ids == request.subject_ids
     with pytest.raises(ForgetRequestError, match="no training subject has the attributes"):
         ForgetRequest.generate(items, 0.5, where={"sex": "Unknown"})
+
+
+def test_by_score_takes_the_lowest_or_highest_fraction_of_subjects():
+    scores = {"p1": 0.1, "p2": 0.9, "p3": 0.5, "p4": 0.05, "p5": 0.7}
+    assert ForgetRequest.by_score(scores, 0.4, highest=False).subject_ids == ("p4", "p1")
+    assert ForgetRequest.by_score(scores, 0.4, highest=True).subject_ids == ("p2", "p5")
+    with pytest.raises(ForgetRequestError, match="selects no subject"):
+        ForgetRequest.by_score(scores, 0.01, highest=True)
+
+
+def test_a_printed_request_shows_no_subject_id():
+    request = ForgetRequest(("patient00042", "patient00043"), source="generated")
+    assert "patient00042" not in repr(request) and "patient00042" not in str(request)

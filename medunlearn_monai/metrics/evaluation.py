@@ -17,15 +17,24 @@ from monai.engines import SupervisedEvaluator
 from monai.handlers import from_engine
 from torch.utils.data import DataLoader
 
+from medunlearn_monai.forget import hash_subject, load_salt
 from medunlearn_monai.metrics.gap import GAP_METRICS, avg_gap
-from medunlearn_monai.metrics.membership_inference import mia_efficacy, true_class_confidence, true_label_confidence
+from medunlearn_monai.metrics.loss_attack import loss_attack
+from medunlearn_monai.metrics.membership_inference import (
+    mia_efficacy,
+    true_class_confidence,
+    true_class_loss,
+    true_label_confidence,
+    true_label_loss,
+)
 from medunlearn_monai.metrics.subgroups import accuracy, per_observation_auc, subgroup_metrics
-from medunlearn_monai.model_io import evaluation_path, read_json, read_record, record_path, write_json
+from medunlearn_monai.model_io import evaluation_path, item_scores_path, read_json, read_record, record_path, write_json
 from medunlearn_monai.tracking import MLflowTracker
 
 logger = logging.getLogger(__name__)
 UNLEARNING_WORKFLOWS = ("retrain", "unlearn")
 REQUEST_KEY = "forget_request_sha256"
+MIA_SPLITS = ("retain", "forget", "test")
 
 
 class ReferenceMismatchError(ValueError):
@@ -41,6 +50,12 @@ class UnlearningEvaluation:
     ``speedup_vs_retrain`` once the retrained reference has been evaluated. The result is written
     beside the model (``<model>.eval.json``, with the request hash) and, with a tracker, logged.
 
+    Subclasses also keep each item's loss and confidence (:meth:`_keep_item_scores`); these go,
+    with the salted hash of the item's subject, to ``<model>.items.json`` and the run's ``tables/``
+    artifacts, and give the loss-threshold attack ``mia_loss_auc``, ``mia_loss_tpr_at_1pct_fpr``
+    and ``mia_loss_tpr_at_0.1pct_fpr`` (forget items = members, test items = non-members) when
+    retain, forget and test data exist. Items must carry a ``subject`` key.
+
     Args:
         evaluator: a MONAI evaluator holding the network to score.
         loaders: split name -> data loader; empty splits are skipped.
@@ -49,6 +64,7 @@ class UnlearningEvaluation:
         tracker: the MLflow run of this evaluation, or None.
         seed: seed of any sampling in the scores.
         forget_request_sha256: hash of the forget request the splits come from.
+        salt: salt of the subject hashes; None reads the deployment's salt (:func:`medunlearn_monai.forget.load_salt`).
     """
 
     gap_metrics: tuple[str, ...] = GAP_METRICS
@@ -62,6 +78,7 @@ class UnlearningEvaluation:
         tracker: MLflowTracker | None = None,
         seed: int = 0,
         forget_request_sha256: str | None = None,
+        salt: bytes | None = None,
     ):
         self.evaluator = evaluator
         self.loaders = dict(loaders)
@@ -70,29 +87,74 @@ class UnlearningEvaluation:
         self.tracker = tracker
         self.seed = seed
         self.forget_request_sha256 = forget_request_sha256
+        self.salt = load_salt() if salt is None else salt
+        self.item_scores: dict[str, dict[str, list]] = {}
+        self._subjects: list[str] = []
+        evaluator.add_event_handler(Events.ITERATION_COMPLETED, self._keep_subjects)
 
     def run(self) -> dict[str, float]:
         """Evaluate every split, score, save and log; returns the metrics."""
         metrics: dict[str, float] = {}
+        self.item_scores = {}
         for split, loader in self.loaders.items():
             if len(loader.dataset) == 0:
                 continue
             split_metrics = self._evaluate_split(split, loader)
             metrics.update({f"{split}_{name}": value for name, value in split_metrics.items()})
         metrics.update(self._model_scores(metrics))
+        metrics.update(self._loss_attack_scores())
         metrics.update(self._cost_and_gap(metrics))
         write_json(evaluation_path(self.model_path), {**metrics, REQUEST_KEY: self.forget_request_sha256})
+        items_path = item_scores_path(self.model_path)
+        write_json(items_path, {REQUEST_KEY: self.forget_request_sha256, "splits": self.item_scores})
         if self.tracker:
             self.tracker.log_metrics(metrics)
+            self.tracker.log_artifact(items_path, "tables")
             self._log_artifacts()
         return metrics
 
     def _evaluate_split(self, split: str, loader: DataLoader) -> dict[str, float]:
+        self._subjects = []
         # One evaluator serves all splits; ignite keeps the previous epoch length unless it is reset.
         self.evaluator.data_loader = loader
         self.evaluator.state.epoch_length = len(loader)
         self.evaluator.run()
         return {name: float(value) for name, value in self.evaluator.state.metrics.items()}
+
+    def _keep_subjects(self, engine: Engine) -> None:
+        batch = engine.state.batch
+        try:
+            # MONAI evaluators decollate the batch into items unless built with decollate=False.
+            subjects = batch["subject"] if isinstance(batch, Mapping) else [item["subject"] for item in batch]
+        except KeyError as error:
+            raise KeyError("evaluation items need a 'subject' key for their per-item scores.") from error
+        self._subjects.extend(str(subject) for subject in subjects)
+
+    def _keep_item_scores(self, split: str, losses: Sequence[float], confidences: Sequence[float]) -> None:
+        """Store one split's per-item loss and confidence beside the salted hashes of the items' subjects.
+
+        Raises:
+            ValueError: when the scores and the subjects seen in the split differ in number.
+        """
+        if not len(losses) == len(confidences) == len(self._subjects):
+            raise ValueError(
+                f"the {split} split has {len(self._subjects)} items but {len(losses)} losses and "
+                f"{len(confidences)} confidences."
+            )
+        self.item_scores[split] = {
+            "subject_sha256": [hash_subject(subject, self.salt) for subject in self._subjects],
+            "loss": [float(value) for value in losses],
+            "confidence": [float(value) for value in confidences],
+        }
+
+    def _loss_attack_scores(self) -> dict[str, float]:
+        """Loss-threshold attack, forget items against test items, when all evaluation splits were scored."""
+        if not all(split in self.item_scores for split in MIA_SPLITS):
+            return {}
+        forget, test = (np.asarray(self.item_scores[split]["loss"]) for split in ("forget", "test"))
+        # A multi-label item without any known label has no loss and so nothing to tell about membership.
+        scores = loss_attack(forget[np.isfinite(forget)], test[np.isfinite(test)])
+        return {f"mia_loss_{name}": value for name, value in scores.items()}
 
     def _model_scores(self, metrics: Mapping[str, float]) -> dict[str, float]:
         """Task-specific scores computed from all splits' metrics; none by default."""
@@ -145,6 +207,8 @@ class ClassificationEvaluation(UnlearningEvaluation):
 
     ``mia_efficacy`` is added when retain, forget and test data exist; the evaluator's
     postprocessing must leave probabilities in ``pred`` (softmax, or sigmoid for ``multilabel``).
+    Each item's loss is its cross-entropy ``-log p_true`` (multi-label: mean binary cross-entropy
+    over its known labels) and its confidence the true-class (mean true-label) probability.
     With ``observation_names`` each split also gets ``<split>_auc_<observation>``; with
     ``subgroup_key`` (an item attribute such as ``sex``) ``<split>_auc_<group>``,
     ``<split>_acc_<group>`` and, for two groups, ``<split>_auc_gap`` (first minus second group by
@@ -182,7 +246,9 @@ class ClassificationEvaluation(UnlearningEvaluation):
         probabilities = torch.stack([torch.as_tensor(x) for x in predictions]).float().cpu()
         truth = torch.stack([torch.as_tensor(x) for x in labels]).cpu()
         confidence = true_label_confidence if self.multilabel else true_class_confidence
+        loss = true_label_loss if self.multilabel else true_class_loss
         self.confidences[split] = confidence(probabilities, truth)
+        self._keep_item_scores(split, loss(probabilities, truth), self.confidences[split])
         split_metrics.setdefault("acc", accuracy(probabilities, truth, self.multilabel))
         if self.observation_names:
             split_metrics.update(per_observation_auc(probabilities, truth, self.observation_names))
@@ -194,7 +260,7 @@ class ClassificationEvaluation(UnlearningEvaluation):
         self._groups.extend(str(item[self.subgroup_key]) for item in engine.state.batch)
 
     def _model_scores(self, metrics: Mapping[str, float]) -> dict[str, float]:
-        if not all(split in self.confidences for split in ("retain", "test", "forget")):
+        if not all(split in self.confidences for split in MIA_SPLITS):
             return {}
         confidences = self.confidences
         return {

@@ -5,6 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 from sklearn.svm import SVC
+from torch.nn import functional
+
+# Smallest probability a per-item loss is computed from: -log(1e-12) ~ 27.6 nats at most.
+PROBABILITY_FLOOR = 1e-12
 
 
 def true_class_confidence(probabilities: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
@@ -21,6 +25,27 @@ def true_label_confidence(probabilities: torch.Tensor, labels: torch.Tensor) -> 
     """
     labels = torch.as_tensor(labels, dtype=probabilities.dtype).reshape(probabilities.shape)
     return (labels * probabilities + (1 - labels) * (1 - probabilities)).nanmean(dim=1).double().cpu().numpy()
+
+
+def true_class_loss(probabilities: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    """Cross-entropy of each item from its softmax probabilities: ``-log p[i, labels[i]]``.
+
+    Probabilities are clipped to ``[PROBABILITY_FLOOR, 1]`` so that a class given zero probability
+    costs a large, finite loss.
+    """
+    return -np.log(np.clip(true_class_confidence(probabilities, labels), PROBABILITY_FLOOR, 1.0))
+
+
+def true_label_loss(probabilities: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    """Multi-label analogue of :func:`true_class_loss`: mean binary cross-entropy over each item's known labels.
+
+    Labels that are NaN are unknown and left out, as in training
+    (:class:`medunlearn_monai.losses.MaskedBCEWithLogitsLoss`); an item without any known label gets NaN.
+    """
+    probabilities = probabilities.double().clamp(PROBABILITY_FLOOR, 1.0 - PROBABILITY_FLOOR)
+    labels = torch.as_tensor(labels, dtype=probabilities.dtype).reshape(probabilities.shape)
+    losses = functional.binary_cross_entropy(probabilities, torch.nan_to_num(labels), reduction="none")
+    return losses.masked_fill(torch.isnan(labels), float("nan")).nanmean(dim=1).cpu().numpy()
 
 
 def mia_efficacy(

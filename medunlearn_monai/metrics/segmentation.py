@@ -12,10 +12,13 @@ import torch
 from ignite.engine import Engine, Events
 from matplotlib.figure import Figure
 from monai.engines import SupervisedEvaluator
+from monai.utils import convert_to_tensor
+from torch.nn import functional
 from torch.utils.data import DataLoader
 
 from medunlearn_monai.forget import hash_subject
 from medunlearn_monai.metrics.evaluation import UnlearningEvaluation, distinct_model
+from medunlearn_monai.metrics.membership_inference import PROBABILITY_FLOOR
 from medunlearn_monai.model_io import write_json
 
 SEGMENTATION_GAP_METRICS = ("forget_dice", "retain_dice", "test_dice")
@@ -34,6 +37,29 @@ def foreground_probability_and_mask(output: Sequence[Mapping[str, torch.Tensor]]
     return probabilities, masks
 
 
+def mean_voxel_cross_entropy(item: Mapping[str, torch.Tensor]) -> float:
+    """Cross-entropy of one subject, averaged over voxels, from decollated evaluator output.
+
+    Reads ``prob`` (softmax probabilities, channel first) and ``label`` (one-hot), as
+    :func:`foreground_probability_and_mask` does; probabilities are clipped so a voxel whose
+    true class got zero probability costs a large, finite loss.
+
+    Raises:
+        KeyError: when the output has no ``prob``.
+        ValueError: when ``prob`` and ``label`` differ in shape (``label`` not one-hot).
+    """
+    if "prob" not in item:
+        raise KeyError("per-subject loss needs softmax probabilities in 'prob': copy 'pred' to 'prob' after softmax.")
+    probabilities = convert_to_tensor(item["prob"], track_meta=False).float()
+    label = convert_to_tensor(item["label"], track_meta=False)
+    if probabilities.shape != label.shape:
+        raise ValueError(
+            f"'prob' {tuple(probabilities.shape)} and 'label' {tuple(label.shape)} differ: the label must be one-hot."
+        )
+    log_probabilities = probabilities.clamp_min(PROBABILITY_FLOOR).log()
+    return float(functional.nll_loss(log_probabilities[None], label.argmax(0)[None]))
+
+
 class SegmentationEvaluation(UnlearningEvaluation):
     """Dice and MAE per subject and split, and the paper's headline numbers versus the original model.
 
@@ -46,15 +72,16 @@ class SegmentationEvaluation(UnlearningEvaluation):
     request; ``gap_to_retrain`` is the mean absolute Dice difference to the retrained model, in
     points. Per-subject rows carry the salted SHA-256 of the subject ID, never the ID, and go to
     ``<model>.subjects.json`` and the run's artifacts; a PNG shows one axial slice per split
-    (forget subjects as label and prediction outlines only, without their image).
+    (forget subjects as label and prediction outlines only, without their image). Each subject's
+    per-item loss is :func:`mean_voxel_cross_entropy` and its confidence ``exp(-loss)``
+    (``<model>.items.json``, see :class:`UnlearningEvaluation`); only these numbers are kept, not volumes.
 
     Args:
         evaluator: see above.
         loaders: split name -> data loader of whole subjects.
         model_path: the evaluated model file.
         original_model: the model before unlearning, for the relative numbers, or None.
-        salt: salt of the subject hashes.
-        *args, **kwargs: further arguments of :class:`UnlearningEvaluation`.
+        *args, **kwargs: further arguments of :class:`UnlearningEvaluation` (``salt`` among them).
     """
 
     gap_metrics = SEGMENTATION_GAP_METRICS
@@ -66,7 +93,6 @@ class SegmentationEvaluation(UnlearningEvaluation):
         model_path: str | os.PathLike,
         *args: Any,
         original_model: str | os.PathLike | None = None,
-        salt: bytes = b"",
         **kwargs: Any,
     ):
         super().__init__(evaluator, loaders, model_path, *args, **kwargs)
@@ -76,17 +102,17 @@ class SegmentationEvaluation(UnlearningEvaluation):
                     f"the {split} loader must hold one subject per batch, got batch_size {loader.batch_size}."
                 )
         self.original_model = distinct_model(original_model, self.model_path)
-        self.salt = salt
         self.subject_rows: list[dict[str, Any]] = []
         self.slices: dict[str, dict[str, np.ndarray]] = {}
         self._split = ""
-        self._subjects: list[str] = []
-        evaluator.add_event_handler(Events.ITERATION_COMPLETED, self._keep_subject)
+        self._losses: list[float] = []
+        evaluator.add_event_handler(Events.ITERATION_COMPLETED, self._keep_losses)
         evaluator.add_event_handler(Events.ITERATION_COMPLETED(once=1), self._keep_first_slice)
 
     def _evaluate_split(self, split: str, loader: DataLoader) -> dict[str, float]:
-        self._split, self._subjects = split, []
+        self._split, self._losses = split, []
         split_metrics = super()._evaluate_split(split, loader)
+        self._keep_item_scores(split, self._losses, np.exp(-np.asarray(self._losses)))
         details = self.evaluator.state.metric_details
         missing = [name for name in PER_SUBJECT_METRICS if name not in details]
         if missing:
@@ -97,8 +123,8 @@ class SegmentationEvaluation(UnlearningEvaluation):
             self.subject_rows.append(row | {name: float(values[position]) for name, values in per_subject.items()})
         return split_metrics
 
-    def _keep_subject(self, engine: Engine) -> None:
-        self._subjects.extend(item["subject"] for item in engine.state.batch)
+    def _keep_losses(self, engine: Engine) -> None:
+        self._losses.extend(mean_voxel_cross_entropy(item) for item in engine.state.output)
 
     def _keep_first_slice(self, engine: Engine) -> None:
         first = engine.state.output[0]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import jsonschema
@@ -11,14 +13,22 @@ import pytest
 
 from medunlearn_monai.workflows import BUNDLES_DIR
 
-SCHEMA = json.loads((Path(__file__).parent.parent / "resources" / "meta_schema_20240725.json").read_text())
+SCHEMA_FILE = Path(__file__).parent.parent / "resources" / "meta_schema_20240725.json"
+SCHEMA = json.loads(SCHEMA_FILE.read_text())
+SCHEMA_MD5 = hashlib.md5(SCHEMA_FILE.read_bytes()).hexdigest()
 BUNDLES = sorted(path for path in BUNDLES_DIR.iterdir() if (path / "configs" / "metadata.json").is_file())
 
 
 @pytest.mark.parametrize("bundle", BUNDLES, ids=lambda path: path.name)
-def test_metadata_is_valid_against_monai_schema(bundle):
+def test_metadata_is_valid_against_monai_schema(bundle, tmp_path):
     metadata = json.loads((bundle / "configs" / "metadata.json").read_text())
-    jsonschema.validate(metadata, SCHEMA)
+    assert metadata["schema"].endswith(SCHEMA_FILE.name)
+    # MONAI's own check; it downloads the schema unless the file is already there, so it gets the offline copy.
+    schema = tmp_path / SCHEMA_FILE.name
+    shutil.copyfile(SCHEMA_FILE, schema)
+    monai.bundle.verify_metadata(
+        meta_file=str(bundle / "configs" / "metadata.json"), filepath=str(schema), hash_val=SCHEMA_MD5
+    )
     assert metadata["version"] in metadata["changelog"]
 
 
@@ -69,3 +79,15 @@ def test_network_matches_its_declared_input_and_output_format(bundle):
         config_file=str(bundle / "configs" / "inference.json"),
         bundle_root=str(bundle),
     )
+
+
+def test_monai_verify_metadata_rejects_a_metadata_file_the_schema_forbids(tmp_path):
+    schema = tmp_path / SCHEMA_FILE.name
+    shutil.copyfile(SCHEMA_FILE, schema)
+    metadata = json.loads((BUNDLES[0] / "configs" / "metadata.json").read_text())
+    del metadata["network_data_format"]
+    (tmp_path / "metadata.json").write_text(json.dumps(metadata))
+    with pytest.raises(ValueError, match="network_data_format"):
+        monai.bundle.verify_metadata(
+            meta_file=str(tmp_path / "metadata.json"), filepath=str(schema), hash_val=SCHEMA_MD5
+        )

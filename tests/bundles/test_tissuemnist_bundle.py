@@ -14,7 +14,7 @@ import torch
 from medunlearn_monai.data.medmnist import load_medmnist_items
 from medunlearn_monai.data.synthetic import write_synthetic_tissuemnist
 from medunlearn_monai.forget import ForgetRequest
-from medunlearn_monai.model_io import read_json
+from medunlearn_monai.model_io import read_item_scores, read_json
 from medunlearn_monai.workflows import config_files, run_workflow, strategies
 
 BUNDLE = "tissuemnist_resnet_classification"
@@ -75,6 +75,17 @@ def test_every_unlearned_model_is_scored_against_retraining(pipeline):
         assert {"retain_acc", "forget_acc", "test_acc", "mia_efficacy", "gap_to_retrain"} <= metrics.keys()
         assert metrics["unlearn_seconds"] > 0 and metrics["speedup_vs_retrain"] > 0
         assert 0 <= metrics["mia_efficacy"] <= 1
+        assert 0 <= metrics["mia_loss_auc"] <= 1 and 0 <= metrics["mia_loss_tpr_at_0.1pct_fpr"] <= 1
+
+
+def test_per_item_scores_align_across_models_and_the_original_exposes_its_members(pipeline):
+    _, models, forgotten, _ = pipeline
+    original, retrained = read_item_scores(models / "model.pt"), read_item_scores(models / "retrained.pt")
+    assert len(original["splits"]["forget"]["loss"]) == len(forgotten)  # one image per MedMNIST subject
+    assert len(original["splits"]["test"]["loss"]) == 300
+    for split in ("retain", "forget", "test"):
+        assert original["splits"][split]["subject_sha256"] == retrained["splits"][split]["subject_sha256"]
+    assert evaluation(models, "model")["mia_loss_auc"] > evaluation(models, "retrained")["mia_loss_auc"]
 
 
 def test_salun_changes_at_most_the_salient_half_of_the_weights(pipeline):

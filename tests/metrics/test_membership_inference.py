@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from medunlearn_monai.metrics import mia_efficacy, true_class_confidence
+from medunlearn_monai.metrics.membership_inference import true_class_loss, true_label_loss
 
 rng = np.random.default_rng(0)
 MEMBERS = rng.uniform(0.9, 1.0, 400)  # training items: confident
@@ -25,3 +26,18 @@ def test_forget_items_that_look_memorised_score_low():
 def test_empty_sets_are_refused():
     with pytest.raises(ValueError, match="empty: forget"):
         mia_efficacy(MEMBERS, NON_MEMBERS, np.array([]))
+
+
+def test_per_item_loss_is_the_clipped_cross_entropy_of_the_true_class():
+    probabilities = torch.tensor([[0.7, 0.3, 0.0], [0.0, 0.0, 1.0]])
+    losses = true_class_loss(probabilities, torch.tensor([0, 1]))
+    assert losses[0] == pytest.approx(-np.log(0.7))
+    assert np.isfinite(losses[1]) and losses[1] == pytest.approx(-np.log(1e-12))  # zero probability, clipped
+
+
+def test_multilabel_loss_averages_known_labels_and_skips_unknown_ones():
+    probabilities = torch.tensor([[0.8, 0.4, 0.9], [0.5, 0.5, 0.5]])
+    labels = torch.tensor([[1.0, 0.0, float("nan")], [float("nan")] * 3])
+    losses = true_label_loss(probabilities, labels)
+    assert losses[0] == pytest.approx(-(np.log(0.8) + np.log(0.6)) / 2)
+    assert np.isnan(losses[1])  # no known label, no loss

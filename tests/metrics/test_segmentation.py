@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from monai.data import DataLoader
@@ -11,8 +12,12 @@ from monai.transforms import Activationsd, AsDiscreted, Compose, CopyItemsd
 
 from medunlearn_monai.forget import hash_subject
 from medunlearn_monai.metrics.evaluation import ReferenceMismatchError
-from medunlearn_monai.metrics.segmentation import SegmentationEvaluation, foreground_probability_and_mask
-from medunlearn_monai.model_io import read_json, write_json
+from medunlearn_monai.metrics.segmentation import (
+    SegmentationEvaluation,
+    foreground_probability_and_mask,
+    mean_voxel_cross_entropy,
+)
+from medunlearn_monai.model_io import item_scores_path, read_item_scores, read_json, write_json
 from medunlearn_monai.tracking import MLflowTracker
 
 SALT = b"salt"
@@ -89,6 +94,31 @@ def test_per_subject_rows_carry_hashes_not_ids(tmp_path):
     assert all(row["dice"] == pytest.approx(1.0) for row in rows)
 
 
+@pytest.mark.parametrize("scale", [2.0, -2.0])
+def test_per_subject_loss_is_the_mean_voxel_cross_entropy(tmp_path, scale):
+    model = saved_model(tmp_path / "model.pt", "train")
+    metrics = SegmentationEvaluation(evaluator(scale), loaders(), model, salt=SALT).run()
+    # Every voxel's true class gets softmax probability 1 / (1 + e^-scale).
+    expected = np.log1p(np.exp(-scale))
+    splits = read_item_scores(model)["splits"]
+    assert {split: len(rows["loss"]) for split, rows in splits.items()} == {"retain": 2, "forget": 1, "test": 1}
+    for rows in splits.values():
+        assert rows["loss"] == pytest.approx([expected] * len(rows["loss"]), rel=1e-5)
+        assert rows["confidence"] == pytest.approx(np.exp(-np.array(rows["loss"])))
+    assert splits["forget"]["subject_sha256"] == [hash_subject("patient-007", SALT)]
+    assert "patient-007" not in item_scores_path(model).read_text()
+    assert metrics["mia_loss_auc"] == pytest.approx(0.5)  # forget and test subjects are segmented alike
+
+
+def test_voxel_cross_entropy_needs_probabilities_and_a_one_hot_label():
+    label = torch.nn.functional.one_hot(torch.tensor([[0, 1]]), 2).permute(2, 0, 1).float()
+    assert mean_voxel_cross_entropy({"prob": torch.full((2, 1, 2), 0.5), "label": label}) == pytest.approx(np.log(2))
+    with pytest.raises(KeyError, match="'prob'"):
+        mean_voxel_cross_entropy({"label": label})
+    with pytest.raises(ValueError, match="must be one-hot"):
+        mean_voxel_cross_entropy({"prob": torch.full((2, 1, 2), 0.5), "label": label[:1]})
+
+
 def test_relative_numbers_against_the_evaluated_original_and_gap_to_retrain(tmp_path):
     original = saved_model(tmp_path / "model.pt", "train")
     SegmentationEvaluation(evaluator(20.0), loaders(), original, forget_request_sha256="req").run()
@@ -132,4 +162,4 @@ def test_overlay_plot_and_subject_table_reach_mlflow(tmp_path):
     artifacts = {
         entry.path for folder in ("plots", "tables") for entry in tracker.client.list_artifacts(tracker.run_id, folder)
     }
-    assert {"plots/overlay_by_split.png", "tables/model.subjects.json"} <= artifacts
+    assert {"plots/overlay_by_split.png", "tables/model.subjects.json", "tables/model.items.json"} <= artifacts

@@ -1,0 +1,6 @@
+"""Studies that run many workflows of a bundle to audit unlearning: U-LiRA shadow pairs, easy/hard requests."""
+
+from medunlearn_monai.studies.difficulty import run_difficulty_study
+from medunlearn_monai.studies.ulira import run_ulira_study
+
+__all__ = ["run_difficulty_study", "run_ulira_study"]
