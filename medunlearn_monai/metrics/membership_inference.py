@@ -33,7 +33,17 @@ def true_class_loss(probabilities: torch.Tensor, labels: torch.Tensor) -> np.nda
     Probabilities are clipped to ``[PROBABILITY_FLOOR, 1]`` so that a class given zero probability
     costs a large, finite loss.
     """
-    return -np.log(np.clip(true_class_confidence(probabilities, labels), PROBABILITY_FLOOR, 1.0))
+    labels = torch.as_tensor(labels).reshape(-1).long()
+    probabilities = probabilities.reshape(labels.shape[0], -1).double()
+    true_class = probabilities.gather(1, labels[:, None]).squeeze(1)
+    # Confident items have p_true == 1.0 in float32, so -log p_true ties them all at 0; 1 - p_true is read from the
+    # other classes' probabilities instead, which keep their precision (1e-12 stays 1e-12), and -log1p(-(1 - p_true))
+    # keeps the members a loss attack looks for apart from confident non-members.
+    others = probabilities.scatter(1, labels[:, None], 0.0).sum(dim=1)
+    losses = torch.where(
+        true_class < 0.5, -true_class.clamp_min(PROBABILITY_FLOOR).log(), -torch.log1p(-others.clamp(0.0, 0.5))
+    )
+    return (losses + 0.0).cpu().numpy()  # + 0.0 turns -0.0 into 0.0
 
 
 def true_label_loss(probabilities: torch.Tensor, labels: torch.Tensor) -> np.ndarray:

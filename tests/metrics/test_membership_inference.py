@@ -35,6 +35,13 @@ def test_per_item_loss_is_the_clipped_cross_entropy_of_the_true_class():
     assert np.isfinite(losses[1]) and losses[1] == pytest.approx(-np.log(1e-12))  # zero probability, clipped
 
 
+def test_per_item_loss_keeps_confident_items_apart_where_float32_rounds_p_true_to_one():
+    probabilities = torch.tensor([[1.0, 1e-10, 1e-12], [1.0, 1e-7, 0.0], [1.0, 0.0, 0.0]], dtype=torch.float32)
+    losses = true_class_loss(probabilities, torch.tensor([0, 0, 0]))
+    assert losses[:2] == pytest.approx([1.01e-10, 1e-7], rel=1e-5)
+    assert losses[2] == 0.0 and str(losses[2]) == "0.0"
+
+
 def test_multilabel_loss_averages_known_labels_and_skips_unknown_ones():
     probabilities = torch.tensor([[0.8, 0.4, 0.9], [0.5, 0.5, 0.5]])
     labels = torch.tensor([[1.0, 0.0, float("nan")], [float("nan")] * 3])

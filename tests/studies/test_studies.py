@@ -35,6 +35,7 @@ def targets(tmp_path_factory):
         "model_dir": str(models),
         "experiment_name": "studies",
         "batch_size": 32,
+        "max_epochs": 3,  # every workflow, targets and shadows alike, so the shadows mirror the targets' recipe
     }
     request = {"forget_fraction": 0.1}
     with pytest.MonkeyPatch.context() as patch:

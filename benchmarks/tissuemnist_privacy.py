@@ -1,0 +1,175 @@
+"""Privacy evaluation of every TissueMNIST strategy, with the cost of each evaluation.
+
+Runs the demo (train, exact retrain, every strategy, evaluate: SVC MIA and loss-threshold attack),
+then U-LiRA with K shadow pairs, the easy/hard study, a short SalUn tuning (its cost goes into the
+speedup) and the HTML report. Writes benchmarks/results/tissuemnist_privacy.{json,md} and the
+report as tissuemnist_privacy_report.html.
+
+    python benchmarks/tissuemnist_privacy.py [--shadow_pairs 2] [--tune_trials 4] [--output_dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _report import machine, markdown_table
+
+from medunlearn_monai.demo import DEMO_BUNDLE, run_demo
+from medunlearn_monai.model_io import read_json
+from medunlearn_monai.report import write_report
+from medunlearn_monai.studies import run_difficulty_study, run_ulira_study
+from medunlearn_monai.tuning import tune
+from medunlearn_monai.workflows import strategies
+
+RESULTS = Path(__file__).resolve().parent / "results"
+EXPERIMENT = "benchmark-tissuemnist-privacy"
+FORGET_FRACTION = 0.1
+METHOD_COLUMNS = [
+    ("method", "method"),
+    ("retain_acc", "retain acc"),
+    ("forget_acc", "forget acc"),
+    ("test_acc", "test acc"),
+    ("mia_efficacy", "SVC MIA efficacy"),
+    ("mia_loss_auc", "loss-attack AUC"),
+    ("mia_loss_tpr_at_1pct_fpr", "loss TPR@1%FPR"),
+    ("ulira_auc", "U-LiRA AUC"),
+    ("gap_to_retrain", "Avg. Gap"),
+    ("unlearn_seconds", "seconds"),
+    ("speedup_vs_retrain", "speedup"),
+    ("evaluate_seconds", "evaluate s"),
+]
+DIFFICULTY_COLUMNS = [
+    ("strategy", "method"),
+    ("quantile", "forget set"),
+    ("forget_acc", "forget acc"),
+    ("retain_acc", "retain acc"),
+    ("test_acc", "test acc"),
+    ("mia_efficacy", "SVC MIA efficacy"),
+    ("gap_to_retrain", "Avg. Gap"),
+]
+
+
+def cell(key: str, value: Any) -> str:
+    """Accuracies in percent, AUCs and rates as fractions, seconds with one decimal."""
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    if key.endswith("_acc"):
+        return f"{100 * value:.1f}"
+    if key == "speedup_vs_retrain":
+        return f"{value:.1f}x"
+    if key.endswith("seconds") or key == "gap_to_retrain":
+        return f"{value:.1f}"
+    return f"{value:.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shadow_pairs", type=int, default=2, help="U-LiRA shadow pairs K (default 2)")
+    parser.add_argument("--tune_trials", type=int, default=4, help="SalUn tuning trials (default 4)")
+    parser.add_argument("--output_dir", default=None, help="work folder (default: a temporary one)")
+    arguments = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(arguments.output_dir or scratch)
+        os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
+        report = run(work, arguments.shadow_pairs, arguments.tune_trials)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "tissuemnist_privacy.json").write_text(json.dumps(report, indent=2))
+    (RESULTS / "tissuemnist_privacy.md").write_text(markdown(report))
+    print((RESULTS / "tissuemnist_privacy.md").read_text())
+
+
+def run(work: Path, shadow_pairs: int, tune_trials: int) -> dict[str, Any]:
+    """Every step of the benchmark in ``work``; returns the report's content."""
+    names = strategies(DEMO_BUNDLE)
+    demo = run_demo(work, FORGET_FRACTION, experiment=EXPERIMENT)
+    overrides = {
+        "dataset_dir": str(work / "data"),
+        "model_dir": str(demo.models_dir),
+        "experiment_name": EXPERIMENT,
+        "seed": 0,
+    }
+    ulira = run_ulira_study(DEMO_BUNDLE, names, shadow_pairs, **overrides, forget_fraction=FORGET_FRACTION)
+    started = time.perf_counter()
+    difficulty = run_difficulty_study(DEMO_BUNDLE, names, FORGET_FRACTION, **overrides)
+    difficulty_seconds = time.perf_counter() - started
+    tuned = tune(DEMO_BUNDLE, "salun", tune_trials, **overrides, forget_fraction=FORGET_FRACTION)
+    report_path = write_report(EXPERIMENT, work / "report.html")
+    shutil.copy(report_path, RESULTS / "tissuemnist_privacy_report.html")
+    rows = []
+    for row in demo.rows:
+        model = "model" if row["method"] == "original" else row["method"]
+        model = model if model in ("model", "retrained") else f"unlearned_{model}"
+        evaluation = read_json(demo.models_dir / f"{model}.eval.json")
+        rows.append(
+            {
+                **row,
+                **{key: evaluation.get(key) for key in ("mia_loss_auc", "mia_loss_tpr_at_1pct_fpr")},
+                "ulira_auc": ulira.get(f"ulira_auc_{row['method']}"),
+                "evaluate_seconds": demo.step_seconds[f"evaluate {model}"],
+            }
+        )
+    return {
+        "machine": machine(),
+        "forget_fraction": FORGET_FRACTION,
+        "shadow_pairs": shadow_pairs,
+        "methods": rows,
+        "difficulty": difficulty,
+        "tuning": {
+            "strategy": "salun",
+            "trials": tune_trials,
+            "best_params": tuned.best.params,
+            **tuned.metrics,
+        },
+        "seconds": {
+            "demo": demo.total_seconds,
+            "demo_steps": demo.step_seconds,
+            "ulira": ulira["ulira_seconds"],
+            "difficulty": difficulty_seconds,
+            "tuning": tuned.metrics.get("tuning_seconds"),
+        },
+    }
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The results page: method table, easy/hard table, tuning and the cost of each evaluation."""
+    seconds = report["seconds"]
+    evaluate_steps = [value for title, value in seconds["demo_steps"].items() if title.startswith("evaluate ")]
+    tuning = report["tuning"]
+    return (
+        "# TissueMNIST privacy evaluation\n\n"
+        f"Machine: {report['machine']}\n\n"
+        f"Synthetic TissueMNIST (1000 train images), ResNet-18, {100 * report['forget_fraction']:.0f}% of subjects "
+        f"forgotten, seed 0. U-LiRA with K = {report['shadow_pairs']} shadow pairs. Accuracies in percent; attack "
+        "AUCs: 0.5 = the forget set cannot be told from unseen data (loss attack) or from a retrained model "
+        "(U-LiRA); SVC MIA efficacy = share of forget items the confidence attack calls non-members.\n\n"
+        f"{markdown_table(report['methods'], METHOD_COLUMNS, cell)}\n\n"
+        "## Easy versus hard forget sets\n\n"
+        "Subjects ranked by the original model's loss; the easiest and the hardest 10% forgotten in turn, each "
+        "method's gap to the model retrained without that set.\n\n"
+        f"{markdown_table(report['difficulty'], DIFFICULTY_COLUMNS, cell)}\n\n"
+        "## Tuning on the bill\n\n"
+        f"SalUn, {tuning['trials']} Optuna trials: {tuning.get('tuning_seconds', 0):.1f} s of tuning, best gap "
+        f"{tuning.get('best_gap_to_retrain', float('nan')):.2f} points with {tuning['best_params']}; speedup over "
+        f"retraining including the tuning: {tuning.get('speedup_vs_retrain_incl_tuning', float('nan')):.2f}x.\n\n"
+        "## Cost of each evaluation\n\n"
+        f"| evaluation | seconds |\n|---|---|\n"
+        f"| one evaluate run (SVC MIA + loss attack + per-item scores), mean of {len(evaluate_steps)} | "
+        f"{sum(evaluate_steps) / len(evaluate_steps):.1f} |\n"
+        f"| U-LiRA, K = {report['shadow_pairs']} shadow pairs, all methods | {seconds['ulira']:.1f} |\n"
+        f"| easy/hard study, all methods | {seconds['difficulty']:.1f} |\n"
+        f"| SalUn tuning | {seconds['tuning'] or 0:.1f} |\n"
+        f"| demo (train, retrain, all methods, evaluations) | {seconds['demo']:.1f} |\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
