@@ -108,6 +108,7 @@ def store(tmp_path_factory) -> str:
     folder = tmp_path_factory.mktemp("report-store")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)  # the sqlite store keeps artifacts under ./mlruns
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         log_classification_experiment(folder)
         log_segmentation_experiment()
