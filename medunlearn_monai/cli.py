@@ -5,6 +5,7 @@ medunlearn synthesize [--dataset tissuemnist|mrbrains18] --output_dir data
 medunlearn run BUNDLE WORKFLOW [--strategy NAME] [--key value ...]
 medunlearn compare --experiment NAME
 medunlearn register --model_path models/unlearned_salun.pt --name NAME
+medunlearn verify-certificate CERT MODEL --bundle NAME --forget_request_file FILE [--key value ...]
 medunlearn report --experiment NAME [--output report.html]
 medunlearn ulira BUNDLE --strategies rl,salun [--shadow_pairs 2] [--key value ...]
 medunlearn difficulty BUNDLE --strategies rl,salun [--fraction 0.1] [--key value ...]
@@ -20,6 +21,7 @@ from typing import Any
 
 import fire
 
+from medunlearn_monai import certificate as erasure_certificate
 from medunlearn_monai import registry, studies, tracking, tuning, workflows
 from medunlearn_monai.data.synthetic import write_synthetic_mrbrains18, write_synthetic_tissuemnist
 from medunlearn_monai.demo import run_demo
@@ -116,6 +118,16 @@ class Commands:
         entry = registry.register_model(model_path, name, experiment)
         pinned = f" and {entry.alias_uri}" if entry.alias_uri else ""
         return f"Registered {entry.name} version {entry.version} ({', '.join(entry.artifacts)}): {entry.uri}{pinned}"
+
+    def verify_certificate(self, certificate: str, model: str, bundle: str, **overrides: Any) -> str:
+        """Re-check an erasure certificate: the model file's SHA-256, and the request and retain manifest rebuilt
+        from the bundle's data (``--dataset_dir``, ``--forget_request_file`` and any overrides of the run).
+
+        Prints a verdict per check; exits non-zero when any fails.
+        """
+        verdicts = erasure_certificate.verify_certificate(certificate, model, bundle, **overrides)
+        print("\n".join(str(verdict) for verdict in verdicts))
+        return erasure_certificate.require_all_passed(verdicts)
 
     def report(self, experiment: str, output: str = "report.html") -> str:
         """Write a self-contained HTML report of an MLflow experiment and log it there as ``report/report.html``."""

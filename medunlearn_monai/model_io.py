@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
+from medunlearn_monai.safe_loading import UntrustedCheckpointError, load_weights
 from medunlearn_monai.tracking import engine_seconds, samples_seen
 
 
@@ -29,6 +31,11 @@ def evaluation_path(model_path: str | os.PathLike) -> Path:
 def item_scores_path(model_path: str | os.PathLike) -> Path:
     """Where the per-item scores of a model's evaluation are kept: ``models/x.pt`` -> ``models/x.items.json``."""
     return Path(model_path).with_suffix(".items.json")
+
+
+def certificate_path(model_path: str | os.PathLike) -> Path:
+    """Where the erasure certificate of a model file sits: ``models/x.pt`` -> ``models/x.certificate.json``."""
+    return Path(model_path).with_suffix(".certificate.json")
 
 
 def read_item_scores(model_path: str | os.PathLike) -> dict[str, Any]:
@@ -53,6 +60,74 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def check_writable(path: str | os.PathLike, source_model: str | os.PathLike | None = None) -> None:
+    """Fail before any work when the model file ``path`` could not be written when the run ends.
+
+    Nothing is created: the nearest existing folder above ``path`` must be a writable folder.
+
+    Raises:
+        ValueError: when ``path`` is the source model (inputs are never overwritten).
+        IsADirectoryError: when ``path`` is a folder.
+        NotADirectoryError: when a parent of ``path`` is a file.
+        PermissionError: when that folder is not writable.
+    """
+    path = Path(path).absolute()
+    if source_model and path.resolve() == Path(source_model).resolve():
+        raise ValueError(f"output model {path} is the source model: write the new model to a new path.")
+    if path.is_dir():
+        raise IsADirectoryError(f"output model {path} is a folder; give a file path such as {path / 'model.pt'}.")
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise NotADirectoryError(f"cannot write output model {path}: {folder} is a file, not a folder.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write output model {path}: folder {folder} is not writable.")
+
+
+def check_weights_fit(network: torch.nn.Module, path: str | os.PathLike) -> None:
+    """Fail before any work when the model file ``path`` is missing or holds the weights of another network.
+
+    PyTorch reports a mismatch as a list of every differing tensor; this names the first few in one line.
+
+    Raises:
+        FileNotFoundError: when the file does not exist.
+        UntrustedCheckpointError: when the file holds more than tensors (it could run code when unpickled).
+        ValueError: when it is not a PyTorch weights file, or its tensors do not match ``network``'s.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"model file {path} does not exist.")
+    try:
+        state = load_weights(path)
+    except UntrustedCheckpointError:
+        raise
+    except Exception as error:  # noqa: BLE001 - torch raises many types for unreadable or unsafe files
+        if not zipfile.is_zipfile(path):  # torch.save's format; torch's own error for a cut file is an OS errno
+            reason = "it is not a PyTorch zip archive (truncated, or saved in another format)"
+        else:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"model file {path} cannot be loaded as weights: {reason}") from error
+    if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
+        state = state["model"]  # a MONAI / ignite checkpoint dict
+    if not isinstance(state, Mapping):
+        raise ValueError(f"model file {path} holds a {type(state).__name__}, not a state_dict of network weights.")
+    expected = getattr(network, "module", network).state_dict()
+    missing = sorted(expected.keys() - state.keys())
+    extra = sorted(state.keys() - expected.keys())
+    resized = [
+        f"{key}: file {list(state[key].shape)}, network {list(expected[key].shape)}"
+        for key in expected.keys() & state.keys()
+        if hasattr(state[key], "shape") and tuple(state[key].shape) != tuple(expected[key].shape)
+    ]
+    problems = {"tensors of another shape": sorted(resized), "missing tensors": missing, "unexpected tensors": extra}
+    details = [f"{len(keys)} {kind} (e.g. {keys[0]})" for kind, keys in problems.items() if keys]
+    if details:
+        raise ValueError(
+            f"model file {path} does not fit this bundle's network: {'; '.join(details)}. "
+            "Was it trained with another bundle or other settings (num_classes, depth, modalities)?"
+        )
 
 
 def write_atomically(path: str | os.PathLike, write: Any) -> None:
@@ -104,15 +179,15 @@ class ModelWriter:
 
     Raises:
         ValueError: when ``path`` is the source model.
+        OSError: when ``path`` cannot be written (see :func:`check_writable`).
     """
 
     def __init__(
         self, path: str | os.PathLike, record: Mapping[str, Any], source_model: str | os.PathLike | None = None
     ):
+        check_writable(path, source_model)
         self.path = Path(path)
         self.source_model = Path(source_model) if source_model else None
-        if self.source_model and self.path.resolve() == self.source_model.resolve():
-            raise ValueError(f"output model {self.path} is the source model: write the new model to a new path.")
         self.record = dict(record)
 
     def attach(self, engine: Engine) -> None:

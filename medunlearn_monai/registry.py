@@ -17,18 +17,13 @@ import mlflow
 from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 
-from medunlearn_monai.model_io import evaluation_path, file_sha256, read_record, record_path
+from medunlearn_monai.model_io import certificate_path, evaluation_path, file_sha256, read_record, record_path
 from medunlearn_monai.tracking import tracking_uri
 
 ARTIFACT_DIR = "model"
 REQUEST_ALIAS_PREFIX = "request-"
 NO_REQUEST = "none"
 _RECORD_TAGS = ("bundle", "workflow", "strategy", "forget_request_sha256", "source_model_sha256")
-
-
-def certificate_path(model_path: str | os.PathLike) -> Path:
-    """Where the erasure certificate of a model file sits: ``models/x.pt`` -> ``models/x.certificate.json``."""
-    return Path(model_path).with_suffix(".certificate.json")
 
 
 @dataclass(frozen=True)

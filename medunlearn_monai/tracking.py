@@ -10,18 +10,27 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import mlflow
 from ignite.engine import Engine, Events
 from matplotlib.figure import Figure
 from mlflow.entities import Metric, Param, RunStatus
+from mlflow.exceptions import MlflowException
 
 DEFAULT_STORE = "mlflow.db"
+# One try, answered within this many seconds, decides whether a tracking server is up (see check_server).
+SERVER_CHECK = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 _open_trackers: set[MLflowTracker] = set()
+
+
+class TrackingServerUnreachable(ConnectionError):
+    """The MLflow tracking server named by ``MLFLOW_TRACKING_URI`` does not answer."""
 
 
 def tracking_uri() -> str:
@@ -65,7 +74,12 @@ class MLflowTracker:
         self.history: dict[str, list[tuple[int, float]]] = {}
 
     def start(self) -> str:
-        """Create the run and log its params; returns the run id."""
+        """Create the run and log its params; returns the run id.
+
+        Raises:
+            TrackingServerUnreachable: when a tracking server is configured but does not answer.
+        """
+        check_server(self.client)
         experiment = self.client.get_experiment_by_name(self.experiment_name)
         experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(self.experiment_name)
         run = self.client.create_run(experiment_id, run_name=self.run_name, tags=self.tags)
@@ -128,6 +142,36 @@ class MLflowTracker:
         if self.run_id is None:
             raise RuntimeError(f"MLflow run '{self.run_name}' was not started: call start() first.")
         return self.run_id
+
+
+def check_server(client: mlflow.MlflowClient) -> None:
+    """Fail at once when the client's tracking server (``http(s)://``) does not answer; local stores pass.
+
+    MLflow retries a refused connection for minutes with back-off and would then lose the run's record
+    mid-training; one quick request without retries decides before anything runs.
+
+    Raises:
+        TrackingServerUnreachable: naming the server and the reason.
+    """
+    uri = client.tracking_uri
+    if urlparse(uri).scheme not in ("http", "https"):
+        return
+    saved = {key: os.environ.get(key) for key in SERVER_CHECK}
+    os.environ.update(SERVER_CHECK)
+    try:
+        client.search_experiments(max_results=1)
+    except MlflowException as error:
+        reason = re.search(r"\[Errno -?\d+\][^'\")]*", str(error))
+        raise TrackingServerUnreachable(
+            f"MLflow tracking server {uri} does not answer ({reason.group(0) if reason else str(error)[:300]}); "
+            "nothing was run. Start the server, or unset MLFLOW_TRACKING_URI to record runs in the local store."
+        ) from error
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def fail_open_runs() -> None:

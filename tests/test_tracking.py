@@ -1,7 +1,17 @@
+import os
+import socket
+import time
+
 import mlflow
 import pytest
 
-from medunlearn_monai.tracking import MLflowTracker, comparison_rows, fail_open_runs, tracking_uri
+from medunlearn_monai.tracking import (
+    MLflowTracker,
+    TrackingServerUnreachable,
+    comparison_rows,
+    fail_open_runs,
+    tracking_uri,
+)
 
 
 def _runs():
@@ -58,3 +68,18 @@ def test_finished_run_gets_a_plot_of_its_per_epoch_metrics():
     assert [entry.path for entry in client.list_artifacts(run.info.run_id, "plots")] == ["plots/metrics_by_epoch.png"]
     local = client.download_artifacts(run.info.run_id, "plots/metrics_by_epoch.png")
     assert open(local, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_unreachable_tracking_server_fails_at_start_quickly(monkeypatch):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "5")
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_TIMEOUT", raising=False)
+    started = time.monotonic()
+    with pytest.raises(TrackingServerUnreachable, match=rf"127.0.0.1:{port} does not answer \(\[Errno \d+\] Conn"):
+        MLflowTracker("exp", "train-original").start()
+    assert time.monotonic() - started < 15
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "5"  # the quick check leaves the user's settings
+    assert "MLFLOW_HTTP_REQUEST_TIMEOUT" not in os.environ

@@ -26,7 +26,7 @@ class MedMNISTFormatError(ValueError):
 
 
 def load_medmnist_items(
-    npz_path: str | os.PathLike, split: str, dataset_name: str | None = None
+    npz_path: str | os.PathLike, split: str, dataset_name: str | None = None, num_classes: int | None = None
 ) -> list[dict[str, Any]]:
     """Load one split of a MedMNIST ``.npz`` archive as a list of MONAI-style item dicts.
 
@@ -34,6 +34,7 @@ def load_medmnist_items(
         npz_path: Path to the MedMNIST ``.npz`` file (e.g. ``tissuemnist.npz`` or ``tissuemnist_64.npz``).
         split: One of :data:`MEDMNIST_SPLITS`.
         dataset_name: Prefix of the subject IDs; defaults to the file stem.
+        num_classes: If given, multi-class labels must lie in ``0..num_classes - 1`` (the network's outputs).
 
     Returns:
         One dict per image with ``"image"`` (channel-first ``uint8`` array, ``(1, H, W)`` or ``(3, H, W)``),
@@ -42,7 +43,8 @@ def load_medmnist_items(
 
     Raises:
         FileNotFoundError: If ``npz_path`` does not exist.
-        MedMNISTFormatError: If the split name is unknown or the file does not follow the MedMNIST format.
+        MedMNISTFormatError: If the split name is unknown, the file does not follow the MedMNIST format or a label
+            is outside the class range.
     """
     if split not in MEDMNIST_SPLITS:
         raise MedMNISTFormatError(f"Unknown MedMNIST split {split!r}; expected one of {MEDMNIST_SPLITS}")
@@ -51,7 +53,7 @@ def load_medmnist_items(
         raise FileNotFoundError(f"MedMNIST file not found: {path}")
     images, labels = _read_split_arrays(path, split)
     images = _channel_first_images(path, split, images)
-    _check_labels(path, split, labels, len(images))
+    _check_labels(path, split, labels, len(images), num_classes)
     name = path.stem if dataset_name is None else dataset_name
     return [
         {
@@ -69,7 +71,9 @@ def _read_split_arrays(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         archive = np.load(path, allow_pickle=False)
     except _READ_ERRORS as exc:
-        raise MedMNISTFormatError(f"{path}: not a valid .npz archive ({exc})") from exc
+        # np.load calls any content it does not know "pickled data" and suggests allow_pickle: wrong advice here.
+        reason = exc if zipfile.is_zipfile(path) else "not a zip file: truncated or another format"
+        raise MedMNISTFormatError(f"{path}: not a valid .npz archive ({reason})") from exc
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise MedMNISTFormatError(f"{path}: not a valid .npz archive (it holds a single .npy array)")
     with archive:
@@ -105,8 +109,9 @@ def _channel_first_images(path: Path, split: str, images: np.ndarray) -> np.ndar
     return images
 
 
-def _check_labels(path: Path, split: str, labels: np.ndarray, n_images: int) -> None:
-    """Validate that labels are an integer ``(N, K)`` array matching the number of images."""
+def _check_labels(path: Path, split: str, labels: np.ndarray, n_images: int, num_classes: int | None = None) -> None:
+    """Validate that labels are an integer ``(N, K)`` array matching the number of images, and that multi-class
+    labels are class indices below ``num_classes`` when it is given."""
     if labels.ndim != 2 or labels.shape[1] == 0:
         raise MedMNISTFormatError(f"{path}: unsupported {split}_labels shape {labels.shape}; expected (N, 1) or (N, K)")
     if not np.issubdtype(labels.dtype, np.integer):
@@ -115,3 +120,9 @@ def _check_labels(path: Path, split: str, labels: np.ndarray, n_images: int) -> 
         raise MedMNISTFormatError(
             f"{path}: {split}_images has {n_images} images but {split}_labels has {labels.shape[0]} labels"
         )
+    if num_classes is not None and labels.shape[1] == 1:
+        bad = np.unique(labels[(labels < 0) | (labels >= num_classes)])
+        if bad.size:
+            raise MedMNISTFormatError(
+                f"{path}: {split}_labels holds values {bad[:10].tolist()} outside the class range 0..{num_classes - 1}"
+            )

@@ -239,15 +239,17 @@ def validate_subjects(items: Iterable[dict[str, Any]]) -> None:
         items: Items from :func:`find_mrbrains18_subjects` or :func:`find_medicalnet_subjects`.
 
     Raises:
-        MRBrainS18FormatError: If a file is not a readable NIfTI volume, a volume is not 3D, a modality's shape differs
-            from the subject's first modality, the label's shape differs from the image, or the label holds values
-            that are not integers in 0..10.
+        MRBrainS18FormatError: If a file is not a readable NIfTI volume, a volume is not 3D, an image holds NaN or
+            infinite voxels, a modality's shape differs from the subject's first modality, the label's shape differs
+            from the image, or the label holds values that are not integers in 0..10.
     """
     for item in items:
         images = [item["image"]] if isinstance(item["image"], str | os.PathLike) else list(item["image"])
         shape = None
         for image_path in images:
-            image_shape = _read_volume(image_path).shape
+            image = _read_volume(image_path)
+            _check_finite(image_path, image)
+            image_shape = image.shape
             if shape is not None and image_shape != shape:
                 raise MRBrainS18FormatError(
                     f"{image_path}: shape {image_shape} differs from {images[0]} with shape {shape}"
@@ -312,6 +314,14 @@ def _read_volume(path: str | os.PathLike) -> np.ndarray:
     if data.ndim != 3:
         raise MRBrainS18FormatError(f"{path}: expected a 3D volume, got shape {data.shape}")
     return data
+
+
+def _check_finite(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Check that every voxel is finite: one NaN spreads through intensity normalisation into the whole loss."""
+    if np.issubdtype(image.dtype, np.floating):
+        bad = int(np.count_nonzero(~np.isfinite(image)))
+        if bad:
+            raise MRBrainS18FormatError(f"{path}: {bad} voxels are NaN or infinite; fix or mask them in the scan")
 
 
 def _check_label_values(path: str | os.PathLike, label: np.ndarray) -> None:

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from medunlearn_monai.safe_loading import load_weights
+
 logger = logging.getLogger(__name__)
 MED3D_DEPTHS = {10: ("basic", (1, 1, 1, 1)), 18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
                 50: ("bottleneck", (3, 4, 6, 3))}  # fmt: skip
@@ -193,11 +195,12 @@ def load_medicalnet_weights(
 
     Raises:
         FileNotFoundError: when ``path`` does not exist.
+        UntrustedCheckpointError: when the file holds more than tensors (it could run code when unpickled).
         CheckpointMismatchError: when no tensor matches, or a shared name has another shape.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"MedicalNet checkpoint {path} does not exist.")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = load_weights(path)
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, Mapping) else None
     if not isinstance(state, Mapping):
         raise CheckpointMismatchError(f"{path} holds no state_dict of tensors.")

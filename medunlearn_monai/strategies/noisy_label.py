@@ -56,6 +56,14 @@ class NoisyLabel:
         self.forget_key = forget_key
         self.generator = torch.Generator().manual_seed(seed)
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The noise generator's state, saved in run checkpoints so a resumed run draws what it would have drawn."""
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore the noise generator from :meth:`state_dict`."""
+        self.generator.set_state(state["generator"])
+
     def attach(self, engine: Engine) -> None:
         """Add noise at the start of every iteration, before the trainer prepares the batch."""
         engine.add_event_handler(Events.ITERATION_STARTED, self)

@@ -1,0 +1,281 @@
+"""Crash safety: checkpoints of a running train or unlearn workflow, and resuming from the latest one.
+
+A run killed mid-epoch resumes from the end of its last checkpointed epoch and, in deterministic
+mode, ends with the same model bit for bit: a checkpoint holds the trainer, network, optimizer and
+LR scheduler, the strategies' label generators and every random state the next epoch draws from
+(torch, NumPy, Python and the training transforms' own generators).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import re
+import shutil
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint, DiskSaver
+from monai.transforms import Randomizable
+
+from medunlearn_monai.safe_loading import load_weights
+from medunlearn_monai.tracking import MLflowTracker
+
+logger = logging.getLogger(__name__)
+_CHECKPOINT_NAME = re.compile(r"checkpoint_(\d+)\.pt")
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no", "none", "")
+
+
+class CheckpointSettingsError(ValueError):
+    """A checkpoint was made by a run with other settings (request, seed, hyperparameters) than the one resuming."""
+
+
+def checkpoint_dir(output_model: str | os.PathLike) -> Path:
+    """The checkpoint folder of the run that writes ``output_model``: ``models/x.pt`` -> ``models/x.checkpoints``."""
+    return Path(output_model).with_suffix(".checkpoints")
+
+
+def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
+    """The checkpoint of the highest epoch in ``directory`` (``checkpoint_<epoch>.pt``), or None."""
+    found = [
+        (int(match.group(1)), path)
+        for path in Path(directory).glob("checkpoint_*.pt")
+        if (match := _CHECKPOINT_NAME.fullmatch(path.name))
+    ]
+    return max(found)[1] if found else None
+
+
+def as_flag(value: bool | str | None, name: str) -> bool:
+    """A yes/no setting given in JSON (``true``) or on the command line (fire passes ``--resume true`` as "true").
+
+    Raises:
+        ValueError: for anything but a bool, None or one of true/false/1/0/yes/no.
+    """
+    if isinstance(value, bool) or value is None:
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in _TRUE + _FALSE:
+        return text in _TRUE
+    raise ValueError(f"{name} must be true or false, got {value!r}.")
+
+
+class RandomStates:
+    """The random states an epoch draws from, as an object ignite's ``Checkpoint`` can save and load.
+
+    Saved: torch's CPU (and CUDA) generators, which pick the data loader's shuffle order; NumPy's and
+    Python's global generators; and the NumPy generator MONAI keeps in every random transform of the
+    training data. Everything is stored as tensors and plain values, so it loads with ``weights_only``.
+
+    Args:
+        transform: the training dataset's transform, searched for random transforms (``Compose`` nesting included).
+    """
+
+    def __init__(self, transform: Any = None):
+        self.transforms = list(_randomizable(transform))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The current random states."""
+        state = {
+            "torch": torch.get_rng_state(),
+            "numpy": _numpy_state(np.random.get_state()),
+            "python": random.getstate(),
+            "transforms": [_numpy_state(transform.R.get_state()) for transform in self.transforms],
+        }
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore random states saved by :meth:`state_dict`.
+
+        Raises:
+            ValueError: when the saved transforms do not match this run's random transforms.
+        """
+        if len(state["transforms"]) != len(self.transforms):
+            raise ValueError(
+                f"the checkpoint holds the states of {len(state['transforms'])} random transforms, this run has "
+                f"{len(self.transforms)}: it was made with another preprocessing."
+            )
+        torch.set_rng_state(state["torch"])
+        np.random.set_state(_numpy_tuple(state["numpy"]))
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+        for transform, saved in zip(self.transforms, state["transforms"], strict=True):
+            transform.R.set_state(_numpy_tuple(saved))
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class RunSettings:
+    """The settings of a run (request hash, seed, hyperparameters) stored in its checkpoints and checked on resume.
+
+    Args:
+        settings: the run's parameters, as logged to MLflow.
+    """
+
+    def __init__(self, settings: Mapping[str, Any]):
+        # A JSON round trip keeps plain values only, which weights-only loading accepts.
+        self.settings = json.loads(json.dumps(dict(settings), default=str, sort_keys=True))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The settings, as plain values."""
+        return dict(self.settings)
+
+    def load_state_dict(self, saved: Mapping[str, Any]) -> None:
+        """Accept a checkpoint only if it was made with the same settings.
+
+        Raises:
+            CheckpointSettingsError: naming the settings that differ.
+        """
+        changed = sorted(key for key in {*saved, *self.settings} if saved.get(key) != self.settings.get(key))
+        if changed:
+            differences = ", ".join(
+                f"{key}: {saved.get(key)!r} then, {self.settings.get(key)!r} now" for key in changed
+            )
+            raise CheckpointSettingsError(
+                f"the checkpoint was made with other settings ({differences}): resume with the same settings, "
+                "or delete the checkpoint folder to start afresh."
+            )
+
+
+class RunCheckpointer:
+    """Checkpoint a train or unlearn run every ``interval`` epochs, resume it on request, clean up when it is done.
+
+    Checkpoints go to ``<output_model>.checkpoints/checkpoint_<epoch>.pt`` (ignite's ``Checkpoint`` with
+    an atomic ``DiskSaver``; only the latest is kept). With ``resume`` the latest one is loaded when the
+    run starts (``Checkpoint.load_objects``); without it, a folder left by an interrupted run is an
+    error rather than silently discarded. The folder is removed once the model file is written.
+
+    Attach it after every other handler (it is the last of ``train#handlers``): it saves after every
+    other end-of-epoch handler (validation draws from the global random state), restores after every
+    start handler (a strategy deriving a mask from the source model) and cleans up after ``ModelWriter``.
+
+    Args:
+        output_model: the model file the run writes; its checkpoint folder sits beside it.
+        objects: what to save besides the trainer and the random states, by name (network, optimizer, scheduler).
+        strategies: the run's strategy handlers; those with a ``state_dict`` (label generators) are saved too.
+        settings: the run's parameters; a checkpoint made with others is not resumed.
+        resume: load the latest checkpoint before the first epoch (``true``/``false``, also as text).
+        interval: save every this many epochs.
+        tracker: the MLflow run on which a resume is recorded as param ``resumed_from_epoch``.
+
+    Raises:
+        ValueError: when ``interval`` is not a positive integer or ``resume`` is not a yes/no value.
+        TypeError: when an object in ``objects`` has no ``state_dict``/``load_state_dict``.
+    """
+
+    def __init__(
+        self,
+        output_model: str | os.PathLike,
+        objects: Mapping[str, Any],
+        strategies: Sequence[Any] = (),
+        settings: Mapping[str, Any] | None = None,
+        resume: bool | str = False,
+        interval: int = 1,
+        tracker: MLflowTracker | None = None,
+    ):
+        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+            raise ValueError(f"checkpoint_interval must be a positive number of epochs, got {interval!r}.")
+        for name, value in objects.items():
+            if not (hasattr(value, "state_dict") and hasattr(value, "load_state_dict")):
+                raise TypeError(f"cannot checkpoint {name!r}: {type(value).__name__} has no state_dict.")
+        self.directory = checkpoint_dir(output_model)
+        self.objects = dict(objects)
+        self.strategies = {
+            f"strategy_{index}_{type(handler).__name__}": handler
+            for index, handler in enumerate(strategies)
+            if hasattr(handler, "state_dict") and hasattr(handler, "load_state_dict")
+        }
+        self.settings = RunSettings(settings or {})
+        self.resume = as_flag(resume, "resume")
+        self.interval = interval
+        self.tracker = tracker
+        self.to_save: dict[str, Any] = {}
+        self._checkpoint: Checkpoint | None = None
+
+    def attach(self, engine: Engine) -> None:
+        """Resume at the start, save at the end of every ``interval``-th epoch, remove the folder at completion."""
+        transform = getattr(getattr(getattr(engine, "data_loader", None), "dataset", None), "transform", None)
+        self.to_save = {
+            "trainer": engine,
+            **self.objects,
+            **self.strategies,
+            "random_states": RandomStates(transform),
+            "settings": self.settings,
+        }
+        engine.add_event_handler(Events.STARTED, self.start)
+        engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
+        engine.add_event_handler(Events.COMPLETED, self.remove)
+
+    def start(self, engine: Engine) -> None:
+        """Load the latest checkpoint when resuming; refuse to start afresh over an interrupted run's checkpoints.
+
+        Raises:
+            FileNotFoundError: when resuming and there is no checkpoint.
+            FileExistsError: when not resuming and checkpoints of an interrupted run exist.
+            CheckpointSettingsError: when the checkpoint was made with other settings.
+        """
+        latest = latest_checkpoint(self.directory)
+        if not self.resume:
+            if latest is not None:
+                raise FileExistsError(
+                    f"{self.directory} holds checkpoints of an interrupted run: pass --resume true to continue it, "
+                    "or delete the folder to start afresh."
+                )
+            return
+        if latest is None:
+            raise FileNotFoundError(f"--resume true, but there is no checkpoint in {self.directory} to resume from.")
+        checkpoint = load_weights(latest)
+        self.settings.load_state_dict(checkpoint.get("settings", {}))
+        Checkpoint.load_objects(to_load=self.to_save, checkpoint=checkpoint)
+        logger.info("Resumed at epoch %d of %d from %s.", engine.state.epoch, engine.state.max_epochs, latest)
+        if self.tracker is not None:
+            self.tracker.log_params({"resumed_from_epoch": engine.state.epoch})
+
+    def __call__(self, engine: Engine) -> None:
+        if self._checkpoint is None:  # made on first use, so a run that fails early leaves no empty folder
+            saver = DiskSaver(str(self.directory), atomic=True, create_dir=True, require_empty=False)
+            self._checkpoint = Checkpoint(
+                self.to_save,
+                saver,
+                n_saved=1,
+                filename_pattern="{name}_{global_step}.{ext}",
+                global_step_transform=lambda engine, _: engine.state.epoch,
+            )
+        self._checkpoint(engine)
+
+    def remove(self, engine: Engine) -> None:
+        """Delete the checkpoint folder: the run is complete and its model file written."""
+        if self.directory.exists():
+            shutil.rmtree(self.directory)
+
+
+def _randomizable(transform: Any) -> Iterator[Randomizable]:
+    if isinstance(transform, Randomizable):
+        yield transform
+    children = getattr(transform, "transforms", ())
+    if isinstance(children, Iterable):
+        for child in children:
+            yield from _randomizable(child)
+
+
+def _numpy_state(state: tuple) -> dict[str, Any]:
+    name, keys, position, has_gauss, cached_gaussian = state
+    return {
+        "name": name,
+        "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+        "position": int(position),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached_gaussian),
+    }
+
+
+def _numpy_tuple(state: Mapping[str, Any]) -> tuple:
+    keys = state["keys"].numpy().astype(np.uint32)
+    return state["name"], keys, state["position"], state["has_gauss"], state["cached_gaussian"]

@@ -1,0 +1,165 @@
+"""Run checkpoints: random states round-trip, settings are checked, a crashed toy run resumes to the same weights."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from ignite.engine import Engine, Events
+from monai.transforms import Compose, RandGaussianNoised, ScaleIntensityd
+from torch.utils.data import DataLoader, TensorDataset
+
+from medunlearn_monai.checkpoints import (
+    CheckpointSettingsError,
+    RandomStates,
+    RunCheckpointer,
+    RunSettings,
+    as_flag,
+    checkpoint_dir,
+    latest_checkpoint,
+)
+from medunlearn_monai.safe_loading import load_weights
+from medunlearn_monai.strategies import RandomRelabel
+
+SETTINGS = {"seed": 0, "learning_rate": 0.1, "forget_request_sha256": "none"}
+
+
+def _draws(transform: Compose) -> list[float]:
+    noise = transform.transforms[1]
+    return [
+        torch.rand(1).item(),
+        float(np.random.rand()),
+        random.random(),
+        float(noise.R.rand()),
+    ]
+
+
+def test_random_states_round_trip_through_a_weights_only_file(tmp_path):
+    transform = Compose([ScaleIntensityd(keys="image"), RandGaussianNoised(keys="image", prob=1.0)])
+    transform.set_random_state(seed=3)
+    states = RandomStates(transform)
+    assert len(states.transforms) == 2  # the Compose and its random child
+    torch.save(states.state_dict(), tmp_path / "states.pt")
+    expected = _draws(transform)
+    states.load_state_dict(load_weights(tmp_path / "states.pt"))
+    assert _draws(transform) == expected
+
+
+def test_random_states_refuse_another_preprocessing():
+    saved = RandomStates(Compose([RandGaussianNoised(keys="image")])).state_dict()
+    with pytest.raises(ValueError, match="states of 2 random transforms, this run has 0"):
+        RandomStates(None).load_state_dict(saved)
+
+
+def test_run_settings_name_what_changed():
+    settings = RunSettings(SETTINGS)
+    settings.load_state_dict(dict(SETTINGS))
+    with pytest.raises(CheckpointSettingsError, match=r"learning_rate: 0.1 then, 0.2 now"):
+        RunSettings({**SETTINGS, "learning_rate": 0.2}).load_state_dict(settings.state_dict())
+
+
+@pytest.mark.parametrize(("value", "expected"), [(True, True), ("true", True), ("False", False), (None, False)])
+def test_resume_flag_accepts_json_and_command_line_values(value, expected):
+    assert as_flag(value, "resume") is expected
+
+
+def test_resume_flag_rejects_other_text():
+    with pytest.raises(ValueError, match="resume must be true or false, got 'maybe'"):
+        as_flag("maybe", "resume")
+
+
+def test_checkpoint_interval_must_be_a_positive_number_of_epochs(tmp_path):
+    with pytest.raises(ValueError, match="checkpoint_interval must be a positive number of epochs, got 0"):
+        RunCheckpointer(tmp_path / "model.pt", {}, interval=0)
+
+
+class _CrashAt(Exception):
+    """Stands in for a killed process."""
+
+
+def _toy_run(tmp_path, resume: bool = False, crash_at_iteration: int | None = None, **settings) -> dict:
+    """Three epochs of a small shuffled, dropout, relabeling training run checkpointed by RunCheckpointer.
+
+    Each run starts from the same seeds, as a fresh process running the same config would.
+    """
+    torch.manual_seed(0)
+    np.random.seed(0)
+    random.seed(0)
+    network = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Dropout(0.5), torch.nn.Linear(16, 3))
+    optimizer = torch.optim.SGD(network.parameters(), lr=0.1, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    data = TensorDataset(torch.randn(32, 4), torch.randint(0, 3, (32,)))
+    relabel = RandomRelabel(num_classes=3, seed=0)
+
+    def step(engine, batch):
+        images, labels = batch
+        labels = (labels + torch.randint(1, 3, labels.shape, generator=relabel.generator)) % 3
+        network.train()
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(network(images), labels) * (1 + np.random.rand() + random.random())
+        loss.backward()
+        optimizer.step()
+
+    engine = Engine(step)
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda _: scheduler.step())
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda _: torch.rand(3))  # validation draws from torch too
+    if crash_at_iteration is not None:
+
+        def crash(engine):
+            if engine.state.iteration == crash_at_iteration:
+                raise _CrashAt()
+
+        engine.add_event_handler(Events.ITERATION_COMPLETED, crash)
+    checkpointer = RunCheckpointer(
+        tmp_path / "model.pt",
+        {"network": network, "optimizer": optimizer, "lr_scheduler": scheduler},
+        strategies=[relabel],
+        settings={**SETTINGS, **settings},
+        resume=resume,
+    )
+    checkpointer.attach(engine)
+    engine.run(DataLoader(data, batch_size=8, shuffle=True), max_epochs=3)
+    return {name: value.clone() for name, value in network.state_dict().items()}
+
+
+def test_a_crashed_run_resumes_to_bit_identical_weights(tmp_path):
+    uninterrupted = _toy_run(tmp_path / "reference")
+    with pytest.raises(_CrashAt):
+        _toy_run(tmp_path, crash_at_iteration=6)  # mid-epoch 2 of 4 iterations each
+    assert latest_checkpoint(checkpoint_dir(tmp_path / "model.pt")).name == "checkpoint_1.pt"
+    resumed = _toy_run(tmp_path, resume=True)
+    assert resumed.keys() == uninterrupted.keys()
+    assert all(torch.equal(resumed[name], uninterrupted[name]) for name in resumed)
+    assert not checkpoint_dir(tmp_path / "model.pt").exists()  # removed once the run completed
+
+
+def test_without_the_random_states_a_resumed_run_differs(tmp_path, monkeypatch):
+    # The equality above is not automatic: the shuffle order, dropout and relabeling draw from the saved states.
+    uninterrupted = _toy_run(tmp_path / "reference")
+    with pytest.raises(_CrashAt):
+        _toy_run(tmp_path, crash_at_iteration=6)
+    monkeypatch.setattr(RandomStates, "load_state_dict", lambda self, state: None)
+    resumed = _toy_run(tmp_path, resume=True)
+    assert not all(torch.equal(resumed[name], uninterrupted[name]) for name in resumed)
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_folder(tmp_path):
+    with pytest.raises(_CrashAt):
+        _toy_run(tmp_path, crash_at_iteration=2)
+    assert not checkpoint_dir(tmp_path / "model.pt").exists()
+
+
+def test_checkpoints_of_an_interrupted_run_are_neither_ignored_nor_resumed_under_other_settings(tmp_path):
+    with pytest.raises(_CrashAt):
+        _toy_run(tmp_path, crash_at_iteration=6)
+    with pytest.raises(FileExistsError, match="holds checkpoints of an interrupted run: pass --resume true"):
+        _toy_run(tmp_path)
+    with pytest.raises(CheckpointSettingsError, match="seed: 0 then, 1 now"):
+        _toy_run(tmp_path, resume=True, seed=1)
+
+
+def test_resume_without_a_checkpoint_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="there is no checkpoint in .*model.checkpoints"):
+        _toy_run(tmp_path, resume=True)
