@@ -11,19 +11,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import re
 import shutil
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
-from monai.transforms import Randomizable
 
+from medunlearn_monai.random_states import RandomStates
 from medunlearn_monai.safe_loading import load_weights
 from medunlearn_monai.tracking import MLflowTracker
 
@@ -63,53 +60,6 @@ def as_flag(value: bool | str | None, name: str) -> bool:
     if text in _TRUE + _FALSE:
         return text in _TRUE
     raise ValueError(f"{name} must be true or false, got {value!r}.")
-
-
-class RandomStates:
-    """The random states an epoch draws from, as an object ignite's ``Checkpoint`` can save and load.
-
-    Saved: torch's CPU (and CUDA) generators, which pick the data loader's shuffle order; NumPy's and
-    Python's global generators; and the NumPy generator MONAI keeps in every random transform of the
-    training data. Everything is stored as tensors and plain values, so it loads with ``weights_only``.
-
-    Args:
-        transform: the training dataset's transform, searched for random transforms (``Compose`` nesting included).
-    """
-
-    def __init__(self, transform: Any = None):
-        self.transforms = list(_randomizable(transform))
-
-    def state_dict(self) -> dict[str, Any]:
-        """The current random states."""
-        state = {
-            "torch": torch.get_rng_state(),
-            "numpy": _numpy_state(np.random.get_state()),
-            "python": random.getstate(),
-            "transforms": [_numpy_state(transform.R.get_state()) for transform in self.transforms],
-        }
-        if torch.cuda.is_available():
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        return state
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore random states saved by :meth:`state_dict`.
-
-        Raises:
-            ValueError: when the saved transforms do not match this run's random transforms.
-        """
-        if len(state["transforms"]) != len(self.transforms):
-            raise ValueError(
-                f"the checkpoint holds the states of {len(state['transforms'])} random transforms, this run has "
-                f"{len(self.transforms)}: it was made with another preprocessing."
-            )
-        torch.set_rng_state(state["torch"])
-        np.random.set_state(_numpy_tuple(state["numpy"]))
-        version, internal, gauss = state["python"]
-        random.setstate((version, tuple(internal), gauss))
-        for transform, saved in zip(self.transforms, state["transforms"], strict=True):
-            transform.R.set_state(_numpy_tuple(saved))
-        if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class RunSettings:
@@ -254,28 +204,3 @@ class RunCheckpointer:
         """Delete the checkpoint folder: the run is complete and its model file written."""
         if self.directory.exists():
             shutil.rmtree(self.directory)
-
-
-def _randomizable(transform: Any) -> Iterator[Randomizable]:
-    if isinstance(transform, Randomizable):
-        yield transform
-    children = getattr(transform, "transforms", ())
-    if isinstance(children, Iterable):
-        for child in children:
-            yield from _randomizable(child)
-
-
-def _numpy_state(state: tuple) -> dict[str, Any]:
-    name, keys, position, has_gauss, cached_gaussian = state
-    return {
-        "name": name,
-        "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-        "position": int(position),
-        "has_gauss": int(has_gauss),
-        "cached_gaussian": float(cached_gaussian),
-    }
-
-
-def _numpy_tuple(state: Mapping[str, Any]) -> tuple:
-    keys = state["keys"].numpy().astype(np.uint32)
-    return state["name"], keys, state["position"], state["has_gauss"], state["cached_gaussian"]

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from medunlearn_monai.networks.med3d import CheckpointMismatchError, Med3DSegmenter, load_medicalnet_weights
+from medunlearn_monai.safe_loading import UntrustedCheckpointError
 
 
 @pytest.mark.parametrize(("depth", "shortcut"), [(10, "B"), (18, "A")])
@@ -83,7 +84,7 @@ def test_pickled_code_is_not_executed(tmp_path):
             return (print, ("executed",))
 
     torch.save({"state_dict": Payload()}, tmp_path / "evil.pth")
-    with pytest.raises(Exception, match="[Ww]eights only load failed|Unsupported"):
+    with pytest.raises(UntrustedCheckpointError, match=r"evil\.pth was refused: it refers to (builtins\.)?print,"):
         load_medicalnet_weights(Med3DSegmenter(depth=10), tmp_path / "evil.pth")
 
 
