@@ -91,6 +91,9 @@ def check_weights_fit(network: torch.nn.Module, path: str | os.PathLike) -> None
     """Fail before any work when the model file ``path`` is missing or holds the weights of another network.
 
     PyTorch reports a mismatch as a list of every differing tensor; this names the first few in one line.
+    The unlearn configs build the train data loader just before this check (which builds the network), in the
+    order the trainer would: MONAI's DataLoader draws its seed from torch's generator, so the other order would
+    change the shuffling and the random crops of a seeded run.
 
     Raises:
         FileNotFoundError: when the file does not exist.

@@ -1,5 +1,5 @@
-"""Test helpers: a bundle copied to a temporary folder with a few ``inference.json`` keys changed, and a random
-model saved the way ``ModelWriter`` saves one.
+"""Test helpers: a bundle copied to a temporary folder with a few ``inference.json`` keys changed, a random
+model saved the way ``ModelWriter`` saves one, and its TorchScript export.
 
 ``tests/`` is on ``sys.path`` because ``tests/conftest.py`` is not in a package (pytest's default import mode).
 """
@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import monai.bundle
 import torch
 from monai.bundle import ConfigParser
 
@@ -36,3 +37,17 @@ def write_random_model(bundle: Path, path: Path) -> torch.nn.Module:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(network.state_dict(), path)
     return network
+
+
+def export_torchscript(bundle: Path) -> Path:
+    """``monai.bundle ckpt_export`` of the bundle's ``models/model.pt`` to ``models/model.ts`` (as the README does)."""
+    target = bundle / "models" / "model.ts"
+    monai.bundle.ckpt_export(
+        net_id="network_def",
+        filepath=str(target),
+        ckpt_file=str(bundle / "models" / "model.pt"),
+        meta_file=str(bundle / "configs" / "metadata.json"),
+        config_file=str(bundle / "configs" / "inference.json"),
+        bundle_root=str(bundle),
+    )
+    return target

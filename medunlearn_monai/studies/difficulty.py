@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from medunlearn_monai.forget import SUBJECT_KEY, ForgetRequest, hash_subject
 from medunlearn_monai.model_io import evaluation_path, read_json, record_path
 from medunlearn_monai.studies._runs import REQUEST_KEYS, ChildWorkflows, StudyError, split_scores, study_run
+from medunlearn_monai.tracking import MLflowTracker
 from medunlearn_monai.workflows import config_value
 
 QUANTILES: dict[str, bool] = {"easy": False, "hard": True}  # quantile -> take the highest losses
@@ -150,7 +151,7 @@ def _row(quantile: str, strategy: str, model: Path) -> dict[str, Any]:
     }
 
 
-def _log_rows(tracker: Any, rows: list[dict[str, Any]]) -> None:
+def _log_rows(tracker: MLflowTracker, rows: list[dict[str, Any]]) -> None:
     """The rows as ``tables/difficulty_gaps.json`` and a grouped bar plot of the gap per quantile."""
     with tempfile.TemporaryDirectory() as scratch:
         table = Path(scratch) / "difficulty_gaps.json"

@@ -11,10 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import monai.bundle
 import pytest
 import torch
-from bundle_copies import copy_bundle, write_random_model
+from bundle_copies import copy_bundle, export_torchscript, write_random_model
 from monai.bundle import ConfigWorkflow
 
 from medunlearn_monai.data.synthetic import (
@@ -38,14 +37,7 @@ def input_shape(bundle: Path) -> list[int]:
 def test_torchscript_export_embeds_the_configs_and_predicts_like_the_eager_model(name, tmp_path):
     bundle = copy_bundle(name, tmp_path, **(SMALL_SEGMENTER if name == SEGMENTATION else {}))
     network = write_random_model(bundle, bundle / "models" / "model.pt")
-    monai.bundle.ckpt_export(
-        net_id="network_def",
-        filepath=str(bundle / "models" / "model.ts"),
-        ckpt_file=str(bundle / "models" / "model.pt"),
-        meta_file=str(bundle / "configs" / "metadata.json"),
-        config_file=str(bundle / "configs" / "inference.json"),
-        bundle_root=str(bundle),
-    )
+    export_torchscript(bundle)
     extra_files = {"metadata.json": "", "inference.json": ""}
     scripted = torch.jit.load(str(bundle / "models" / "model.ts"), _extra_files=extra_files)
     # MONAI Deploy's bundle operator rebuilds pre/postprocessing and the inferer from these embedded files.
@@ -94,13 +86,13 @@ def mlflow_store(tmp_path_factory, monkeypatch):
 )
 @pytest.mark.parametrize("name", BUNDLES)
 def test_workflow_has_every_property_monai_deploy_and_label_read(
-    name, workflow, workflow_type, tiny_data, mlflow_store
+    name, workflow, workflow_type, tiny_data, mlflow_store, tmp_path
 ):
     """``check_properties`` lists required properties that are missing and optional ones at the wrong config ID."""
     root = BUNDLES_DIR / name
     overrides = dict(tiny_data[name])
     if workflow == "unlearn":
-        overrides["forget_fraction"] = 0.3
+        overrides.update(forget_fraction=0.3, model_dir=str(tmp_path / "models"))
     if workflow == "inference":
         overrides = {key: value for key, value in overrides.items() if key in ("dataset_dir", *SMALL_SEGMENTER)}
     bundle_workflow = ConfigWorkflow(
@@ -110,6 +102,10 @@ def test_workflow_has_every_property_monai_deploy_and_label_read(
         bundle_root=str(root),
         **overrides,
     )
+    if workflow == "unlearn":  # unlearning starts from an original model, which initialisation checks
+        original = Path(bundle_workflow.parser.get_parsed_content("original_model"))
+        original.parent.mkdir(parents=True)
+        torch.save(bundle_workflow.parser.get_parsed_content("network_def").state_dict(), original)
     bundle_workflow.initialize()
     try:
         assert bundle_workflow.check_properties() == []

@@ -15,12 +15,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import monai.bundle
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from bundle_copies import copy_bundle, write_random_model
+from bundle_copies import copy_bundle, export_torchscript, write_random_model
 from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.transforms import Compose
@@ -49,14 +48,7 @@ def exported(tmp_path_factory):
     work = tmp_path_factory.mktemp("deploy")
     bundle = copy_bundle(SEGMENTATION, work, **SMALL)
     write_random_model(bundle, bundle / "models" / "model.pt")
-    monai.bundle.ckpt_export(
-        net_id="network_def",
-        filepath=str(bundle / "models" / "model.ts"),
-        ckpt_file=str(bundle / "models" / "model.pt"),
-        meta_file=str(bundle / "configs" / "metadata.json"),
-        config_file=str(bundle / "configs" / "inference.json"),
-        bundle_root=str(bundle),
-    )
+    export_torchscript(bundle)
     write_synthetic_mrbrains18(work / "scans", n_subjects=1, spacing=tuple(SPACING), subject_ids=["case-a"])
     run_workflow(bundle, "inference", dataset_dir=str(work / "scans"), output_dir=str(work / "reference"))
     (reference,) = (work / "reference").rglob("*_seg.nii.gz")
