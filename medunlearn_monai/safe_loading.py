@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import pickle
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -39,15 +41,11 @@ def untrusted_checkpoint_error(
     )
 
 
-def load_weights(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
-    """``torch.load(path, weights_only=True)``, with a refusal that names the file.
-
-    Raises:
-        FileNotFoundError: when ``path`` does not exist.
-        UntrustedCheckpointError: when the file holds anything but tensors and plain containers.
-    """
+@contextmanager
+def refusing_code(path: str | os.PathLike) -> Iterator[None]:
+    """Re-raise torch's weights-only refusal of a reference to code in ``path`` as :class:`UntrustedCheckpointError`."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        yield
     except pickle.UnpicklingError as error:
         refusal = untrusted_checkpoint_error(path, error)
         if refusal is None:
@@ -55,15 +53,21 @@ def load_weights(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
         raise refusal from error
 
 
+def load_weights(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``, with a refusal that names the file.
+
+    Raises:
+        FileNotFoundError: when ``path`` does not exist.
+        UntrustedCheckpointError: when the file holds anything but tensors and plain containers.
+    """
+    with refusing_code(path):
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
 class SafeCheckpointLoader(CheckpointLoader):
     """MONAI's ``CheckpointLoader`` (it reads with ``weights_only=True``) whose refusal of a file that could run
     code names the file as an :class:`UntrustedCheckpointError`; the arguments are ``CheckpointLoader``'s."""
 
     def __call__(self, engine: Engine) -> None:
-        try:
+        with refusing_code(self.load_path):
             super().__call__(engine)
-        except pickle.UnpicklingError as error:
-            refusal = untrusted_checkpoint_error(self.load_path, error)
-            if refusal is None:
-                raise
-            raise refusal from error

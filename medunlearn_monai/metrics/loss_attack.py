@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from medunlearn_monai.metrics.membership_inference import finite_score_sets
+
 # Name suffix -> false-positive rate at which the attack's true-positive rate is reported (Carlini et al. 2022).
 FPR_LEVELS: dict[str, float] = {"1pct": 0.01, "0.1pct": 0.001}
 
@@ -28,15 +30,7 @@ def loss_attack(member_losses: np.ndarray, non_member_losses: np.ndarray) -> dic
     Raises:
         ValueError: when either set is empty or holds a non-finite loss.
     """
-    sets = {
-        "member": np.asarray(member_losses, dtype=float).ravel(),
-        "non-member": np.asarray(non_member_losses, dtype=float).ravel(),
-    }
-    for name, losses in sets.items():
-        if losses.size == 0:
-            raise ValueError(f"the loss attack needs member and non-member losses; the {name} losses are empty.")
-        if not np.isfinite(losses).all():
-            raise ValueError(f"the {name} losses hold {int((~np.isfinite(losses)).sum())} non-finite values.")
+    sets = finite_score_sets("the loss attack", "losses", {"member": member_losses, "non-member": non_member_losses})
     is_member = np.concatenate([np.ones(sets["member"].size), np.zeros(sets["non-member"].size)])
     membership_score = -np.concatenate([sets["member"], sets["non-member"]])
     # Every threshold is kept so that the TPR at each FPR level is read off the exact curve.

@@ -58,6 +58,21 @@ def true_label_loss(probabilities: torch.Tensor, labels: torch.Tensor) -> np.nda
     return losses.masked_fill(torch.isnan(labels), float("nan")).nanmean(dim=1).cpu().numpy()
 
 
+def finite_score_sets(purpose: str, kind: str, sets: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each named set of per-item values as a flat float array, for an attack that needs all of them.
+
+    Raises:
+        ValueError: naming ``purpose`` when a set is empty, or the set that holds a non-finite value.
+    """
+    arrays = {name: np.asarray(values, dtype=float).ravel() for name, values in sets.items()}
+    for name, values in arrays.items():
+        if values.size == 0:
+            raise ValueError(f"{purpose} needs {' and '.join(arrays)} {kind}; the {name} {kind} are empty.")
+        if not np.isfinite(values).all():
+            raise ValueError(f"the {name} {kind} hold {int((~np.isfinite(values)).sum())} non-finite values.")
+    return arrays
+
+
 def mia_efficacy(
     retain_confidence: np.ndarray,
     test_confidence: np.ndarray,

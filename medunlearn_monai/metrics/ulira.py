@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import mannwhitneyu, norm
 
+from medunlearn_monai.metrics.membership_inference import finite_score_sets
+
 # Confidences come from float32 probabilities, whose spacing just below 1 is ~6e-8: clipping at 1e-7 keeps the
 # logit finite without inventing resolution the probabilities never had.
 CONFIDENCE_CLIP = 1e-7
@@ -124,17 +126,9 @@ def ulira_auc(scores_of_unlearned_targets: np.ndarray, scores_of_retrained_targe
     Raises:
         ValueError: when either set is empty or holds a non-finite score.
     """
-    sets = {
-        "unlearned": np.asarray(scores_of_unlearned_targets, dtype=float).ravel(),
-        "retrained": np.asarray(scores_of_retrained_targets, dtype=float).ravel(),
-    }
-    for name, scores in sets.items():
-        if scores.size == 0:
-            raise ValueError(
-                f"U-LiRA AUC needs scores of unlearned and retrained targets; the {name} scores are empty."
-            )
-        if not np.isfinite(scores).all():
-            raise ValueError(f"the {name} targets' scores hold {int((~np.isfinite(scores)).sum())} non-finite values.")
+    sets = finite_score_sets(
+        "U-LiRA AUC", "scores", {"unlearned": scores_of_unlearned_targets, "retrained": scores_of_retrained_targets}
+    )
     positives, negatives = sets["unlearned"], sets["retrained"]
     statistic = mannwhitneyu(positives, negatives, alternative="greater").statistic
     return float(statistic / (positives.size * negatives.size))
