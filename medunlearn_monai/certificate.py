@@ -230,6 +230,8 @@ class CertificateWriter:
         self.model_before = model_before
         self.tracker = tracker
         self.proof: dict[str, Any] = {}
+        # Sections a workflow adds about how it erased, e.g. ``sisa`` with the retrained shards.
+        self.extra: dict[str, Any] = {}
 
     def attach(self, engine: Engine) -> None:
         """Check at start, certify at completion."""
@@ -268,6 +270,7 @@ class CertificateWriter:
             "timing": {key: record.get(key) for key in ("seconds", "samples_per_second", "epochs")},
             "versions": package_versions(),
             "mlflow_run_id": self.tracker.run_id if self.tracker else None,
+            **self.extra,
         }
         path = certificate_path(self.model_path)
         write_json(path, certificate)

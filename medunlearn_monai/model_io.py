@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -147,6 +148,17 @@ def write_atomically(path: str | os.PathLike, write: Any) -> None:
         raise
 
 
+def save_weights(path: str | os.PathLike, state_dict: Mapping[str, Any]) -> None:
+    """``torch.save`` a state_dict atomically, with the same bytes for the same tensors.
+
+    torch names the archive inside the file after the file it writes to; serialising to memory first keeps the
+    temporary file's random name out of it, so equal weights give an equal SHA-256.
+    """
+    buffer = io.BytesIO()
+    torch.save(state_dict, buffer)
+    write_atomically(path, lambda target: Path(target).write_bytes(buffer.getvalue()))
+
+
 def write_json(path: str | os.PathLike, content: Mapping[str, Any]) -> None:
     """Write ``content`` as indented JSON, atomically."""
     write_atomically(path, lambda target: Path(target).write_text(json.dumps(content, indent=2, sort_keys=True)))
@@ -199,7 +211,7 @@ class ModelWriter:
 
     def __call__(self, engine: Engine) -> None:
         network = getattr(engine.network, "module", engine.network)
-        write_atomically(self.path, lambda target: torch.save(network.state_dict(), target))
+        save_weights(self.path, network.state_dict())
         seconds = engine_seconds(engine)
         record = {
             **self.record,

@@ -14,6 +14,7 @@ from medunlearn_monai import tracking
 WORKFLOWS = ("train", "unlearn", "evaluate", "inference")
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 BUNDLES_DIR = PACKAGE_ROOT / "bundles"
+SHARDED = "sisa"
 
 
 def bundle_dir(bundle: str | os.PathLike) -> Path:
@@ -37,6 +38,9 @@ def strategies(bundle: str | os.PathLike) -> list[str]:
 def config_files(bundle: str | os.PathLike, workflow: str, strategy: str | None = None) -> list[str]:
     """The config list of ``workflow``: shared keys first, then the workflow's small overrides.
 
+    Strategy ``sisa`` (sharded training, ``configs/sisa.json``) applies to train, unlearn and evaluate: its
+    unlearning retrains the shards that held a forgotten subject.
+
     Raises:
         ValueError: for an unknown workflow or strategy, or a strategy given outside ``unlearn``.
     """
@@ -46,10 +50,13 @@ def config_files(bundle: str | os.PathLike, workflow: str, strategy: str | None 
     if workflow == "inference":
         return [str(configs / "inference.json")]
     files = [configs / "common.json", configs / "train.json"]
-    if workflow == "unlearn":
+    if strategy == SHARDED:
+        files.append(configs / "sisa.json")
+        files += {"unlearn": [configs / "sisa_unlearn.json"], "evaluate": [configs / "evaluate.json"]}.get(workflow, [])
+    elif workflow == "unlearn":
         available = strategies(bundle)
         if strategy not in available:
-            raise ValueError(f"unlearn needs --strategy, one of {', '.join(available)}; got {strategy!r}.")
+            raise ValueError(f"unlearn needs --strategy, one of {', '.join([*available, SHARDED])}; got {strategy!r}.")
         files += [configs / "unlearn.json", configs / "strategies" / f"{strategy}.json"]
     elif strategy is not None:
         raise ValueError(f"--strategy applies to unlearn only, not to {workflow}.")
