@@ -148,15 +148,17 @@ def write_atomically(path: str | os.PathLike, write: Any) -> None:
         raise
 
 
-def save_weights(path: str | os.PathLike, state_dict: Mapping[str, Any]) -> None:
-    """``torch.save`` a state_dict atomically, with the same bytes for the same tensors.
+def save_weights(path: str | os.PathLike, state_dict: Mapping[str, Any]) -> str:
+    """``torch.save`` a state_dict atomically, with the same bytes for the same tensors; returns their SHA-256.
 
     torch names the archive inside the file after the file it writes to; serialising to memory first keeps the
     temporary file's random name out of it, so equal weights give an equal SHA-256.
     """
     buffer = io.BytesIO()
     torch.save(state_dict, buffer)
-    write_atomically(path, lambda target: Path(target).write_bytes(buffer.getvalue()))
+    content = buffer.getvalue()
+    write_atomically(path, lambda target: Path(target).write_bytes(content))
+    return hashlib.sha256(content).hexdigest()
 
 
 def write_json(path: str | os.PathLike, content: Mapping[str, Any]) -> None:

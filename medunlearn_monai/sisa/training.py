@@ -137,6 +137,7 @@ class ShardedTraining:
         self.tracker = tracker
         self.seconds_metric = seconds_metric
         self.amp = amp
+        self._loaded: set[int] = set()
         if self.source_dir is not None and not (self.source_dir / MANIFEST).is_file():
             raise ShardedTrainingError(
                 f"source model {source_model} has no shard manifest at {self.source_dir / MANIFEST}: "
@@ -155,13 +156,16 @@ class ShardedTraining:
         retrained: dict[int, int] = {}
         stages = samples = 0
         for shard in self.shard_ids:
-            first_stage = self._reuse(shard, settings, digests[shard])
+            first_stage, checkpoints = self._reuse(shard, settings, digests[shard])
             if first_stage < self.plan.slices:
                 retrained[shard] = first_stage + 1
             for stage in range(first_stage, self.plan.slices):
-                samples += self._train_stage(shard, stage, stage_indices(slices[shard], stage))
+                trained, checkpoint_sha256 = self._train_stage(shard, stage, stage_indices(slices[shard], stage))
+                samples += trained
                 stages += 1
-            self._write_shard_record(shard, settings, digests[shard], [len(positions) for positions in slices[shard]])
+                checkpoints.append(checkpoint_sha256)
+            slice_items = [len(positions) for positions in slices[shard]]
+            self._write_shard_record(shard, settings, digests[shard], slice_items, checkpoints)
         summary = {
             "shards": self.plan.shards,
             "slices": self.plan.slices,
@@ -173,9 +177,10 @@ class ShardedTraining:
         if pending:
             logger.info("Trained shard(s) %s; shard(s) %s still to train before assembly.", self.shard_ids, pending)
             return summary
-        summary["manifest_sha256"] = self._assemble(settings)
+        model_sha256 = self._assemble(settings)
+        summary["manifest_sha256"] = file_sha256(self.output_dir / MANIFEST)
         seconds = time.perf_counter() - started
-        self._write_record(summary, seconds, samples)
+        self._write_record(summary, seconds, samples, model_sha256)
         if self.certificate is not None:
             self.certificate.extra["sisa"] = summary
             self.certificate(None)
@@ -239,27 +244,33 @@ class ShardedTraining:
                 )
         return settings
 
-    def _reuse(self, shard: int, settings: Mapping[str, Any], digests: Sequence[str]) -> int:
+    def _reuse(self, shard: int, settings: Mapping[str, Any], digests: Sequence[str]) -> tuple[int, list[str]]:
         """Load the longest valid checkpoint prefix of ``shard`` (own folder, else the source's); returns the first
-        stage to train. Checkpoints taken from the source are hard-linked (or copied) into the output folder."""
-        best, best_folder = 0, None
+        stage to train and the kept checkpoints' SHA-256. Checkpoints taken from the source are hard-linked (or
+        copied) into the output folder."""
+        best, best_folder, kept_sha256 = 0, None, []
         for folder in (self.output_dir, self.source_dir):
             if folder is None:
                 continue
-            kept = _valid_prefix(folder / f"shard_{shard}", settings, digests)
+            kept, checkpoints = _valid_prefix(folder / f"shard_{shard}", settings, digests)
             if kept > best:
-                best, best_folder = kept, folder
+                best, best_folder, kept_sha256 = kept, folder, checkpoints
         target = self.output_dir / f"shard_{shard}"
         if best_folder is not None and best_folder != self.output_dir:
             for stage in range(1, best + 1):
                 _link(best_folder / f"shard_{shard}" / f"slice_{stage}.pt", target / f"slice_{stage}.pt")
         start = target / f"slice_{best}.pt" if best else self.output_dir / INITIAL_WEIGHTS
         self.ensemble.members[shard].load_state_dict(load_weights(start, map_location=self.device))
-        return best
+        self._loaded.add(shard)
+        return best, kept_sha256
 
-    def _train_stage(self, shard: int, stage: int, positions: Sequence[int]) -> int:
-        """Train one stage of one shard with a stock SupervisedTrainer, checkpoint it; returns items seen."""
+    def _train_stage(self, shard: int, stage: int, positions: Sequence[int]) -> tuple[int, str]:
+        """Train one stage of one shard with a stock SupervisedTrainer and checkpoint it; returns the items seen
+        and the checkpoint's SHA-256."""
         member = self.ensemble.members[shard]
+        checkpoint = self.output_dir / f"shard_{shard}" / f"slice_{stage + 1}.pt"
+        if not positions:  # the shard's first slices can be empty with few subjects: nothing to learn yet
+            return 0, save_weights(checkpoint, member.state_dict())
         set_determinism(seed=_stage_seed(self.plan.seed, shard, stage))
         batch_size = min(self.batch_size, len(positions))
         loader = DataLoader(
@@ -285,23 +296,24 @@ class ShardedTraining:
             train_handlers=[LrScheduleHandler(schedule, print_lr=False), progress],
         )
         trainer.run()
-        checkpoint = self.output_dir / f"shard_{shard}" / f"slice_{stage + 1}.pt"
-        save_weights(checkpoint, member.state_dict())
         per_epoch = len(loader) * batch_size if loader.drop_last else len(positions)
-        return per_epoch * self.epochs_per_slice
+        return per_epoch * self.epochs_per_slice, save_weights(checkpoint, member.state_dict())
 
     def _write_shard_record(
-        self, shard: int, settings: Mapping[str, Any], digests: Sequence[str], slice_items: Sequence[int]
+        self,
+        shard: int,
+        settings: Mapping[str, Any],
+        digests: Sequence[str],
+        slice_items: Sequence[int],
+        checkpoints: Sequence[str],
     ) -> None:
-        folder = self.output_dir / f"shard_{shard}"
-        checkpoints = [file_sha256(folder / f"slice_{stage}.pt") for stage in range(1, self.plan.slices + 1)]
         record = {
             "settings_sha256": _digest(settings),
             "slice_digests": list(digests),
             "slice_items": list(slice_items),
-            "checkpoint_sha256": checkpoints,
+            "checkpoint_sha256": list(checkpoints),
         }
-        write_json(folder / SHARD_RECORD, record)
+        write_json(self.output_dir / f"shard_{shard}" / SHARD_RECORD, record)
 
     def _current(self, shard: int, settings: Mapping[str, Any], digests: Sequence[str]) -> bool:
         """Whether ``shard``'s record in the output folder covers all slices of these items under ``settings``."""
@@ -312,35 +324,41 @@ class ShardedTraining:
         return record.get("settings_sha256") == _digest(settings) and record.get("slice_digests") == list(digests)
 
     def _assemble(self, settings: Mapping[str, Any]) -> str:
-        """Load every shard's last checkpoint into the ensemble, write it and the manifest; returns its SHA-256."""
+        """Write the ensemble of every shard's last checkpoint and the manifest; returns the model's SHA-256.
+
+        Shards this run trained or reused are in memory already; those another job trained are loaded and checked.
+        """
         shards = []
         for shard, member in enumerate(self.ensemble.members):
             folder = self.output_dir / f"shard_{shard}"
             record = read_json(folder / SHARD_RECORD)
-            last = folder / f"slice_{self.plan.slices}.pt"
-            if file_sha256(last) != record["checkpoint_sha256"][-1]:
-                raise ShardedTrainingError(f"checkpoint {last} changed after it was written: retrain shard {shard}.")
-            member.load_state_dict(load_weights(last, map_location=self.device))
+            if shard not in self._loaded:
+                last = folder / f"slice_{self.plan.slices}.pt"
+                if file_sha256(last) != record["checkpoint_sha256"][-1]:
+                    raise ShardedTrainingError(
+                        f"checkpoint {last} changed after it was written: retrain shard {shard}."
+                    )
+                member.load_state_dict(load_weights(last, map_location=self.device))
             shards.append({key: record[key] for key in ("slice_items", "slice_digests", "checkpoint_sha256")})
-        save_weights(self.output_model, self.ensemble.state_dict())
+        model_sha256 = save_weights(self.output_model, self.ensemble.state_dict())
         manifest = {
             "schema_version": 1,
             "settings": dict(settings),
             "items": len(self.items),
             "shards": shards,
             "model_file": self.output_model.name,
-            "model_sha256": file_sha256(self.output_model),
+            "model_sha256": model_sha256,
         }
         write_json(self.output_dir / MANIFEST, manifest)
-        return file_sha256(self.output_dir / MANIFEST)
+        return model_sha256
 
-    def _write_record(self, summary: Mapping[str, Any], seconds: float, samples: int) -> None:
+    def _write_record(self, summary: Mapping[str, Any], seconds: float, samples: int, model_sha256: str) -> None:
         record = {
             **self.record,
             "seconds": seconds,
             "epochs": self.plan.slices * self.epochs_per_slice,
             "samples_per_second": samples / max(seconds, 1e-9),
-            "model_sha256": file_sha256(self.output_model),
+            "model_sha256": model_sha256,
             "sisa": dict(summary),
         }
         if self.source_model is not None:
@@ -348,26 +366,30 @@ class ShardedTraining:
         write_json(record_path(self.output_model), record)
 
 
-def _valid_prefix(folder: Path, settings: Mapping[str, Any], digests: Sequence[str]) -> int:
-    """How many leading stages of the shard record in ``folder`` saw the same slices under the same settings and
-    still have their checkpoint intact."""
+def _valid_prefix(folder: Path, settings: Mapping[str, Any], digests: Sequence[str]) -> tuple[int, list[str]]:
+    """How many leading stages of the shard record in ``folder`` saw the same slices under the same settings, and
+    their checkpoints' SHA-256.
+
+    Only the last kept checkpoint, the one training resumes from, is hashed here: earlier ones do not enter the new
+    model and are checked when a later request resumes from them. A changed one means nothing is reused.
+    """
     path = folder / SHARD_RECORD
     if not path.is_file():
-        return 0
+        return 0, []
     record = read_json(path)
     if record.get("settings_sha256") != _digest(settings):
-        return 0
+        return 0, []
     kept = 0
-    for stage, (saved, current) in enumerate(zip(record["slice_digests"], digests, strict=False)):
-        checkpoint = folder / f"slice_{stage + 1}.pt"
-        if (
-            saved != current
-            or not checkpoint.is_file()
-            or file_sha256(checkpoint) != record["checkpoint_sha256"][stage]
-        ):
+    for saved, current in zip(record["slice_digests"], digests, strict=False):
+        if saved != current:
             break
-        kept = stage + 1
-    return kept
+        kept += 1
+    checkpoints = record["checkpoint_sha256"][:kept]
+    resume_from = folder / f"slice_{kept}.pt"
+    if kept and (not resume_from.is_file() or file_sha256(resume_from) != checkpoints[-1]):
+        logger.warning("Checkpoint %s is missing or changed since it was written: not reused.", resume_from)
+        return 0, []
+    return kept, checkpoints
 
 
 def _link(source: Path, target: Path) -> None:

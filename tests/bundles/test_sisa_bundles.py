@@ -10,10 +10,14 @@ import torch
 
 from medunlearn_monai.cli import _root_cause
 from medunlearn_monai.data.medmnist import load_medmnist_items
-from medunlearn_monai.data.synthetic import write_synthetic_tissuemnist
+from medunlearn_monai.data.synthetic import (
+    write_synthetic_chexpert,
+    write_synthetic_mrbrains18,
+    write_synthetic_tissuemnist,
+)
 from medunlearn_monai.model_io import file_sha256, read_json
 from medunlearn_monai.sisa import ShardedTrainingError, ShardPlan
-from medunlearn_monai.workflows import run_workflow
+from medunlearn_monai.workflows import config_value, run_workflow
 
 BUNDLE = "tissuemnist_resnet_classification"
 SHARDS, SLICES, SEED = 3, 3, 0
@@ -147,3 +151,51 @@ def test_unlearning_needs_a_sharded_source_trained_with_the_same_settings(sharde
     with pytest.raises(Exception) as error:
         run_workflow(BUNDLE, "unlearn", "sisa", **SMALL, **request, model_dir=str(models))
     assert "has no shard manifest" in str(_root_cause(error.value))
+
+
+OTHER_BUNDLES = {
+    "chexpert_resnet_classification": {"image_size": 32, "batch_size": 16, "max_epochs": 2, "sisa_shards": 2},
+    "mrbrains18_med3d_segmentation": {
+        "depth": 10,
+        "pixdim": [4.0, 4.0, 6.0],
+        "roi_size": [32, 32, 16],
+        "test_subjects": ["mrb-subject-g"],
+        "max_epochs": 2,
+        "val_interval": 2,
+        "sisa_shards": 2,
+    },
+}
+
+
+def write_data(bundle: str, folder: Path) -> Path:
+    if bundle.startswith("chexpert"):
+        return write_synthetic_chexpert(folder / "CheXpert-v1.0-small", n_patients=40, size=32)
+    subjects = [f"mrb-subject-{letter}" for letter in "abcdefg"]
+    write_synthetic_mrbrains18(folder, n_subjects=len(subjects), spacing=[4.0, 4.0, 6.0], subject_ids=subjects)
+    return folder
+
+
+@pytest.mark.parametrize("bundle", sorted(OTHER_BUNDLES))
+def test_every_bundle_unlearns_by_retraining_the_shards_that_held_the_subject(bundle, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDUNLEARN_SALT", SALT)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    settings = {
+        "dataset_dir": str(write_data(bundle, tmp_path / "data")),
+        "model_dir": str(tmp_path / "models"),
+        "sisa_slices": 2,
+        **OTHER_BUNDLES[bundle],
+    }
+    request = {"forget_fraction": 0.1}
+    run_workflow(bundle, "train", "sisa", **settings)
+    run_workflow(bundle, "unlearn", "sisa", **settings, **request)
+    run_workflow(
+        bundle, "evaluate", "sisa", **settings, **request, model_path=str(tmp_path / "models/unlearned_sisa.pt")
+    )
+    forgotten = config_value(bundle, "forget_request", **settings, **request).subject_ids
+    places = [ShardPlan(2, 2, SEED).locate(subject) for subject in forgotten]
+    first_slices = {str(shard): 1 + min(r for k, r in places if k == shard) for shard in {k for k, _ in places}}
+    record = read_json(tmp_path / "models" / "unlearned_sisa.json")
+    assert record["sisa"]["first_retrained_slice"] == first_slices
+    assert record["sisa"]["trained_stages"] == sum(3 - first for first in first_slices.values())
+    metrics = read_json(tmp_path / "models" / "unlearned_sisa.eval.json")
+    assert {"forget_dice", "test_dice"} <= metrics.keys() if "mrbrains18" in bundle else {"test_auc"} <= metrics.keys()
