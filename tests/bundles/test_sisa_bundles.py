@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from medunlearn_monai.certificate import verify_certificate
 from medunlearn_monai.cli import _root_cause
 from medunlearn_monai.data.medmnist import load_medmnist_items
 from medunlearn_monai.data.synthetic import (
@@ -107,6 +108,16 @@ def test_certificate_records_the_retrained_shards_and_nothing_names_the_subject(
     certificate = read_json(work / "models" / "unlearned_sisa.certificate.json")
     assert certificate["sisa"]["retrained_shards"] == [shard]
     assert certificate["counts"]["forgotten_subjects"] == 1 and certificate["counts"]["trained_forget_items"] == 0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MEDUNLEARN_SALT", SALT)
+        verdicts = verify_certificate(
+            work / "models" / "unlearned_sisa.certificate.json",
+            work / "models" / "unlearned_sisa.pt",
+            BUNDLE,
+            dataset_dir=str(work / "data"),
+            forget_request_file=str(work / "request.txt"),
+        )
+    assert verdicts and all(verdict.passed for verdict in verdicts)
     texts = [path.read_text() for path in (work / "models").rglob("*.json")]
     texts += [path.read_text(errors="ignore") for path in (work / "mlruns").rglob("*") if path.is_file()]
     assert texts and not any(subject in text for text in texts)
