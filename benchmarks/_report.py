@@ -1,13 +1,18 @@
-"""What every benchmark report shares: the machine it ran on and its markdown table."""
+"""What every benchmark report shares: the machine it ran on, its markdown table and where it is written."""
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import platform
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def machine() -> str:
@@ -25,3 +30,16 @@ def markdown_table(
     lines = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(key, row.get(key)) for key, _ in columns) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def add_results_dir(parser: argparse.ArgumentParser) -> None:
+    """The ``--results_dir`` option: where the report goes (default benchmarks/results; smoke runs use another)."""
+    parser.add_argument("--results_dir", type=Path, default=RESULTS, help=f"where reports go (default {RESULTS})")
+
+
+def write_results(results_dir: Path, name: str, report: Mapping[str, Any], markdown: str) -> None:
+    """Write ``<name>.json`` and ``<name>.md`` into ``results_dir`` and print the markdown."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / f"{name}.json").write_text(json.dumps(report, indent=2))
+    (results_dir / f"{name}.md").write_text(markdown)
+    print(markdown)

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from _report import machine, markdown_table
+from _workloads import CHEXPERT, chexpert_data
 
-from medunlearn_monai.data.synthetic import write_synthetic_chexpert
 from medunlearn_monai.model_io import read_json
 from medunlearn_monai.workflows import run_workflow, strategies
 
-BUNDLE = "chexpert_resnet_classification"
+BUNDLE = CHEXPERT
 RESULTS = Path(__file__).resolve().parent / "results"
 REQUESTS = {"random": {}, "female": {"forget_where": {"sex": "Female"}}}
 COLUMNS = (
@@ -60,18 +60,11 @@ def arguments() -> argparse.Namespace:
 
 
 def run_requests(options: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
-    data = Path(options.dataset_dir) if options.dataset_dir else work / "data" / "CheXpert-v1.0-small"
-    if not options.dataset_dir:
-        write_synthetic_chexpert(data, n_patients=options.patients, size=64, seed=options.seed)
+    data = chexpert_data(
+        work, options.patients, options.image_size, options.batch_size, options.seed, options.dataset_dir
+    )
     models = work / "models"
-    shared = {
-        "dataset_dir": str(data),
-        "model_dir": str(models),
-        "image_size": options.image_size,
-        "batch_size": options.batch_size,
-        "seed": options.seed,
-        "experiment_name": "benchmark-chexpert",
-    }
+    shared = {**data, "model_dir": str(models), "experiment_name": "benchmark-chexpert"}
     print("== train original", flush=True)
     run_workflow(BUNDLE, "train", **shared, max_epochs=options.train_epochs)
     rows = []

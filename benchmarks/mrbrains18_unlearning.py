@@ -22,18 +22,15 @@ from typing import Any
 
 import torch
 from _report import machine, markdown_table
+from _workloads import MRBRAINS18, MRBRAINS18_PRESETS, WorkflowTimer, mrbrains18_data
 
-from medunlearn_monai.data.synthetic import write_synthetic_mrbrains18
 from medunlearn_monai.model_io import read_json
-from medunlearn_monai.workflows import run_workflow, strategies
+from medunlearn_monai.workflows import strategies
 
-BUNDLE = "mrbrains18_med3d_segmentation"
+BUNDLE = MRBRAINS18
 RESULTS = Path(__file__).resolve().parent / "results"
-PRESETS = {
-    # 2 CPU cores: half the in-plane resolution and a 48x48x24 crop keep the 38 workflows near 30 minutes.
-    "cpu": {"spacing": [1.916, 1.916, 3.0], "roi_size": [48, 48, 24], "sw_batch_size": 4},
-    "gpu": {"spacing": [0.958, 0.958, 3.0], "roi_size": [96, 96, 32], "sw_batch_size": 8},
-}
+# The cpu preset (half the in-plane resolution, a 48x48x24 crop) keeps the 38 workflows near 30 minutes on 2 cores.
+PRESETS = MRBRAINS18_PRESETS
 PAPER_NOISY_LABEL_50 = {"forget_dice_decrease_pct": 93.0, "retain_dice_kept_pct": 84.0}
 COLUMNS = (
     ("method", "method"),
@@ -69,28 +66,11 @@ def arguments() -> argparse.Namespace:
 
 def run_protocol(options: argparse.Namespace, work: Path) -> dict[str, Any]:
     preset = PRESETS[options.preset]
-    write_synthetic_mrbrains18(work / "data", options.subjects, tuple(preset["spacing"]), seed=options.seed)
+    data = mrbrains18_data(work, options.preset, options.subjects, options.test_subjects, options.depth, options.seed)
     (work / "request.txt").write_text(options.forget_subject + "\n")
     models = work / "models"
-    shared = {
-        "dataset_dir": str(work / "data"),
-        "model_dir": str(models),
-        "depth": options.depth,
-        "pixdim": preset["spacing"],
-        "roi_size": preset["roi_size"],
-        "sw_batch_size": preset["sw_batch_size"],
-        "test_subjects": options.test_subjects,
-        "seed": options.seed,
-        "experiment_name": "benchmark-mrbrains18",
-    }
+    timed = WorkflowTimer(BUNDLE, {**data, "model_dir": str(models), "experiment_name": "benchmark-mrbrains18"})
     request = {"forget_request_file": str(work / "request.txt")}
-    seconds: dict[str, float] = {}
-
-    def timed(title: str, workflow: str, strategy: str | None = None, **overrides: Any) -> None:
-        print(f"== {title}", flush=True)
-        started = time.perf_counter()
-        run_workflow(BUNDLE, workflow, strategy, **shared, **overrides)
-        seconds[title] = time.perf_counter() - started
 
     training = {"max_epochs": options.train_epochs, "val_interval": max(1, options.train_epochs // 5)}
     timed("train original", "train", **training)
@@ -110,7 +90,7 @@ def run_protocol(options: argparse.Namespace, work: Path) -> dict[str, Any]:
         metrics = read_json(path.with_suffix(".eval.json"))
         record = read_json(path.with_suffix(".json"))
         rows.append({"method": method, "epochs": epochs, **metrics, "seconds": record["seconds"]})
-    return {"rows": rows, "step_seconds": seconds, "preset": {"name": options.preset, **preset}}
+    return {"rows": rows, "step_seconds": timed.seconds, "preset": {"name": options.preset, **preset}}
 
 
 def cell(key: str, value: Any) -> str:

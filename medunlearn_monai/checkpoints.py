@@ -13,10 +13,12 @@ import logging
 import os
 import re
 import shutil
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import ignite.distributed as idist
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
 
@@ -102,9 +104,19 @@ class RunCheckpointer:
     run starts (``Checkpoint.load_objects``); without it, a folder left by an interrupted run is an
     error rather than silently discarded. The folder is removed once the model file is written.
 
+    With ``min_seconds`` an epoch end is skipped when the previous checkpoint (or the run's start) is more
+    recent than that: a checkpoint holds the network and the optimizer state (90 MB for ResNet-18, 370 MB for
+    the Med3D ResNet-50), and writing one after every epoch of a few seconds costs more than the training it
+    protects. A crash then loses at most ``min_seconds`` plus one epoch of training, instead of one epoch; a
+    run shorter than ``min_seconds`` writes no checkpoint and restarts from scratch. Resuming stays bit-identical
+    whichever epoch the latest checkpoint holds.
+
     Attach it after every other handler (it is the last of ``train#handlers``): it saves after every
     other end-of-epoch handler (validation draws from the global random state), restores after every
     start handler (a strategy deriving a mask from the source model) and cleans up after ``ModelWriter``.
+
+    In a multi-process run every rank attaches it, so every rank resumes; rank 0 alone writes and removes the files
+    (ignite's ``DiskSaver`` saves on rank 0 only), holding the unwrapped network's weights.
 
     Args:
         output_model: the model file the run writes; its checkpoint folder sits beside it.
@@ -113,10 +125,13 @@ class RunCheckpointer:
         settings: the run's parameters; a checkpoint made with others is not resumed.
         resume: load the latest checkpoint before the first epoch (``true``/``false``, also as text).
         interval: save every this many epochs.
+        min_seconds: skip a save due less than this many seconds after the previous one or the run's start
+            (0: save every ``interval`` epochs).
         tracker: the MLflow run on which a resume is recorded as param ``resumed_from_epoch``.
 
     Raises:
-        ValueError: when ``interval`` is not a positive integer or ``resume`` is not a yes/no value.
+        ValueError: when ``interval`` is not a positive integer, ``min_seconds`` is negative or not a number, or
+            ``resume`` is not a yes/no value.
         TypeError: when an object in ``objects`` has no ``state_dict``/``load_state_dict``.
     """
 
@@ -128,10 +143,13 @@ class RunCheckpointer:
         settings: Mapping[str, Any] | None = None,
         resume: bool | str = False,
         interval: int = 1,
+        min_seconds: float = 0.0,
         tracker: MLflowTracker | None = None,
     ):
         if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
             raise ValueError(f"checkpoint_interval must be a positive number of epochs, got {interval!r}.")
+        if isinstance(min_seconds, bool) or not isinstance(min_seconds, (int, float)) or not min_seconds >= 0:
+            raise ValueError(f"checkpoint_min_seconds must be a number of seconds >= 0, got {min_seconds!r}.")
         for name, value in objects.items():
             if not (hasattr(value, "state_dict") and hasattr(value, "load_state_dict")):
                 raise TypeError(f"cannot checkpoint {name!r}: {type(value).__name__} has no state_dict.")
@@ -145,12 +163,14 @@ class RunCheckpointer:
         self.settings = RunSettings(settings or {})
         self.resume = as_flag(resume, "resume")
         self.interval = interval
+        self.min_seconds = float(min_seconds)
         self.tracker = tracker
         self.to_save: dict[str, Any] = {}
         self._checkpoint: Checkpoint | None = None
+        self._last_save = time.monotonic()
 
     def attach(self, engine: Engine) -> None:
-        """Resume at the start, save at the end of every ``interval``-th epoch, remove the folder at completion."""
+        """Resume at the start, save at every ``interval``-th epoch end that is due, remove the folder at completion."""
         transform = getattr(getattr(getattr(engine, "data_loader", None), "dataset", None), "transform", None)
         self.to_save = {
             "trainer": engine,
@@ -160,7 +180,7 @@ class RunCheckpointer:
             "settings": self.settings,
         }
         engine.add_event_handler(Events.STARTED, self.start)
-        engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
+        engine.add_event_handler(Events.EPOCH_COMPLETED(event_filter=self._due), self)
         engine.add_event_handler(Events.COMPLETED, self.remove)
 
     def start(self, engine: Engine) -> None:
@@ -171,6 +191,7 @@ class RunCheckpointer:
             FileExistsError: when not resuming and checkpoints of an interrupted run exist.
             CheckpointSettingsError: when the checkpoint was made with other settings.
         """
+        self._last_save = time.monotonic()
         latest = latest_checkpoint(self.directory)
         if not self.resume:
             if latest is not None:
@@ -199,7 +220,12 @@ class RunCheckpointer:
                 global_step_transform=lambda engine, _: engine.state.epoch,
             )
         self._checkpoint(engine)
+        self._last_save = time.monotonic()
 
+    def _due(self, engine: Engine, epoch: int) -> bool:
+        return epoch % self.interval == 0 and time.monotonic() - self._last_save >= self.min_seconds
+
+    @idist.one_rank_only()
     def remove(self, engine: Engine) -> None:
         """Delete the checkpoint folder: the run is complete and its model file written."""
         if self.directory.exists():

@@ -2,7 +2,7 @@
 
 medunlearn demo [--output_dir demo_output]
 medunlearn synthesize [--dataset tissuemnist|mrbrains18] --output_dir data
-medunlearn run BUNDLE WORKFLOW [--strategy NAME] [--key value ...]
+medunlearn run BUNDLE WORKFLOW [--strategy NAME] [--multi_gpu] [--key value ...]
 medunlearn compare --experiment NAME
 medunlearn register --model_path models/unlearned_salun.pt --name NAME
 medunlearn verify-certificate CERT MODEL --bundle NAME --forget_request_file FILE [--key value ...]
@@ -23,6 +23,7 @@ import fire
 
 from medunlearn_monai import certificate as erasure_certificate
 from medunlearn_monai import registry, studies, tracking, tuning, workflows
+from medunlearn_monai.checkpoints import as_flag
 from medunlearn_monai.data.synthetic import write_synthetic_mrbrains18, write_synthetic_tissuemnist
 from medunlearn_monai.demo import run_demo
 from medunlearn_monai.report import write_report
@@ -104,9 +105,15 @@ class Commands:
             return f"{len(subjects)} subjects in {Path(output_dir) / 'training'}"
         raise ValueError(f"unknown dataset {dataset!r}; choose tissuemnist or mrbrains18.")
 
-    def run(self, bundle: str, workflow: str, strategy: str | None = None, **overrides: Any) -> None:
-        """Run one workflow (train, unlearn, evaluate, inference) of a bundle; ``--key value`` overrides config keys."""
-        workflows.run_workflow(bundle, workflow, strategy, **overrides)
+    def run(
+        self, bundle: str, workflow: str, strategy: str | None = None, multi_gpu: bool | str = False, **overrides: Any
+    ) -> None:
+        """Run one workflow (train, unlearn, evaluate, inference) of a bundle; ``--key value`` overrides config keys.
+
+        ``--multi_gpu`` (train, unlearn) makes this process one rank of a torchrun group:
+        ``torchrun --nproc_per_node=N -m medunlearn_monai.cli run BUNDLE train --multi_gpu``.
+        """
+        workflows.run_workflow(bundle, workflow, strategy, as_flag(multi_gpu, "multi_gpu"), **overrides)
 
     def compare(self, experiment: str) -> str:
         """Print the method comparison table of an MLflow experiment."""

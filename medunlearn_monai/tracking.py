@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import ignite.distributed as idist
 import mlflow
 from ignite.engine import Engine, Events
 from matplotlib.figure import Figure
@@ -54,6 +55,8 @@ class MLflowTracker:
         params: parameters logged at start (values are stringified; None values are dropped).
         tags: extra tags.
         config_dir: a bundle's ``configs`` folder, stored with the run as the ``config`` artifact.
+        enabled: when False nothing is started or logged and no store is opened (the ranks > 0 of a multi-process
+            run, whose rank 0 holds the run).
     """
 
     def __init__(
@@ -63,22 +66,27 @@ class MLflowTracker:
         params: Mapping[str, Any] | None = None,
         tags: Mapping[str, str] | None = None,
         config_dir: str | os.PathLike | None = None,
+        enabled: bool = True,
     ):
         self.experiment_name = experiment_name
         self.run_name = run_name
         self.params = {key: value for key, value in (params or {}).items() if value is not None}
         self.tags = dict(tags or {})
         self.config_dir = config_dir
-        self.client = mlflow.MlflowClient(tracking_uri=tracking_uri())
+        self.enabled = enabled
+        # Opening a sqlite store creates it: several processes doing so at once would race.
+        self.client = mlflow.MlflowClient(tracking_uri=tracking_uri()) if enabled else None
         self.run_id: str | None = None
         self.history: dict[str, list[tuple[int, float]]] = {}
 
-    def start(self) -> str:
-        """Create the run and log its params; returns the run id.
+    def start(self) -> str | None:
+        """Create the run and log its params; returns the run id (None when disabled).
 
         Raises:
             TrackingServerUnreachable: when a tracking server is configured but does not answer.
         """
+        if not self.enabled:
+            return None
         check_server(self.client)
         experiment = self.client.get_experiment_by_name(self.experiment_name)
         experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(self.experiment_name)
@@ -93,6 +101,8 @@ class MLflowTracker:
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         """Log numeric metrics at ``step`` (non-finite and non-numeric values are skipped)."""
+        if not self.enabled:
+            return
         timestamp = _now_ms()
         entries = [
             Metric(key, float(value), timestamp, step)
@@ -106,15 +116,21 @@ class MLflowTracker:
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log params known only after start, e.g. a search's best values (stringified; None values are dropped)."""
+        if not self.enabled:
+            return
         entries = [Param(key, _param_text(value)) for key, value in params.items() if value is not None]
         self.client.log_batch(self._active_run(), params=entries)
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         """Upload one file to the run's artifacts."""
+        if not self.enabled:
+            return
         self.client.log_artifact(self._active_run(), str(path), artifact_path)
 
     def log_figure(self, figure: Figure, artifact_file: str) -> None:
         """Store a matplotlib figure as an image artifact, e.g. ``plots/curves.png``."""
+        if not self.enabled:
+            return
         self.client.log_figure(self._active_run(), figure, artifact_file, save_kwargs={"bbox_inches": "tight"})
 
     def end(self, status: str = "FINISHED") -> None:
@@ -221,12 +237,13 @@ def engine_seconds(engine: Engine) -> float:
 
 
 def samples_seen(engine: Engine) -> int:
-    """Number of items the engine processed: epochs times the items its data loader yields per epoch."""
+    """Number of items the engine processed: epochs times the items its data loader yields per epoch, times the
+    number of processes of a distributed run (their ``DistributedSampler`` gives each as many items)."""
     loader = getattr(engine, "data_loader", None)
     if loader is None or getattr(loader, "dataset", None) is None:
         return 0
-    per_epoch = len(loader) * loader.batch_size if getattr(loader, "drop_last", False) else len(loader.dataset)
-    return int(engine.state.epoch * per_epoch)
+    per_epoch = len(loader) * loader.batch_size if getattr(loader, "drop_last", False) else len(loader.sampler)
+    return int(engine.state.epoch * per_epoch * idist.get_world_size())
 
 
 def _scalar(value: Any) -> Any:

@@ -12,6 +12,7 @@ import monai.bundle
 from medunlearn_monai import tracking
 
 WORKFLOWS = ("train", "unlearn", "evaluate", "inference")
+MULTI_GPU_WORKFLOWS = ("train", "unlearn")
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 BUNDLES_DIR = PACKAGE_ROOT / "bundles"
 SHARDED = "sisa"
@@ -35,18 +36,32 @@ def strategies(bundle: str | os.PathLike) -> list[str]:
     return sorted(path.stem for path in (bundle_dir(bundle) / "configs" / "strategies").glob("*.json"))
 
 
-def config_files(bundle: str | os.PathLike, workflow: str, strategy: str | None = None) -> list[str]:
+def config_files(
+    bundle: str | os.PathLike, workflow: str, strategy: str | None = None, multi_gpu: bool = False
+) -> list[str]:
     """The config list of ``workflow``: shared keys first, then the workflow's small overrides.
 
     Strategy ``sisa`` (sharded training, ``configs/sisa.json``) applies to train, unlearn and evaluate: its
     unlearning retrains the shards that held a forgotten subject.
 
+    With ``multi_gpu`` the list ends with ``configs/multi_gpu_<workflow>.json`` (train and unlearn), which runs the
+    workflow in every process torchrun starts, one per GPU (or CPU processes with gloo), e.g. from a bundle folder::
+
+        torchrun --nproc_per_node=2 -m monai.bundle run --config_file \
+            "['configs/common.json','configs/train.json','configs/multi_gpu_train.json']" \
+            --meta_file configs/metadata.json --logging_file configs/logging.conf
+
     Raises:
-        ValueError: for an unknown workflow or strategy, or a strategy given outside ``unlearn``.
+        ValueError: for an unknown workflow or strategy, a strategy given outside ``unlearn``, or ``multi_gpu``
+            for another workflow or for ``sisa``.
     """
     configs = bundle_dir(bundle) / "configs"
     if workflow not in WORKFLOWS:
         raise ValueError(f"unknown workflow '{workflow}'; choose one of {', '.join(WORKFLOWS)}.")
+    if multi_gpu and workflow not in MULTI_GPU_WORKFLOWS:
+        raise ValueError(f"multi_gpu applies to {' and '.join(MULTI_GPU_WORKFLOWS)}, not to {workflow}.")
+    if multi_gpu and strategy == SHARDED:
+        raise ValueError("multi_gpu does not apply to sisa: its shards train in their own loop, one job per shard.")
     if workflow == "inference":
         return [str(configs / "inference.json")]
     files = [configs / "common.json", configs / "train.json"]
@@ -62,11 +77,18 @@ def config_files(bundle: str | os.PathLike, workflow: str, strategy: str | None 
         raise ValueError(f"--strategy applies to unlearn only, not to {workflow}.")
     elif workflow == "evaluate":
         files.append(configs / "evaluate.json")
+    if multi_gpu:
+        files.append(configs / f"multi_gpu_{workflow}.json")
     return [str(path) for path in files]
 
 
-def run_workflow(bundle: str | os.PathLike, workflow: str, strategy: str | None = None, **overrides: Any) -> None:
+def run_workflow(
+    bundle: str | os.PathLike, workflow: str, strategy: str | None = None, multi_gpu: bool = False, **overrides: Any
+) -> None:
     """Run one workflow of a bundle in this process, exactly as ``python -m monai.bundle run`` would.
+
+    With ``multi_gpu`` this process is one rank of the group torchrun started (``config_files`` shows the command);
+    without torchrun it is a group of one.
 
     MONAI warns on every run that a config's ``$`` expressions are evaluated; that holds for a bundle from
     elsewhere, so the warning stays for those and is silenced for the bundles shipped in this package.
@@ -78,7 +100,7 @@ def run_workflow(bundle: str | os.PathLike, workflow: str, strategy: str | None 
         if root.resolve().parent == BUNDLES_DIR.resolve():
             warnings.filterwarnings("ignore", message="parsing config_file", category=UserWarning)
         monai.bundle.run(
-            config_file=config_files(root, workflow, strategy),
+            config_file=config_files(root, workflow, strategy, multi_gpu),
             meta_file=str(configs / "metadata.json"),
             logging_file=str(configs / "logging.conf"),
             **overrides,

@@ -48,6 +48,34 @@ def test_checkpoint_interval_must_be_a_positive_number_of_epochs(tmp_path):
         RunCheckpointer(tmp_path / "model.pt", {}, interval=0)
 
 
+@pytest.mark.parametrize("value", [-1, "60", True])
+def test_checkpoint_min_seconds_must_be_a_number_of_seconds(tmp_path, value):
+    with pytest.raises(ValueError, match=f"checkpoint_min_seconds must be a number of seconds >= 0, got {value!r}"):
+        RunCheckpointer(tmp_path / "model.pt", {}, min_seconds=value)
+
+
+def test_min_seconds_skips_epoch_ends_that_come_too_soon_after_the_last_checkpoint(tmp_path, monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr("medunlearn_monai.checkpoints.time.monotonic", lambda: now[0])
+    network = torch.nn.Linear(2, 2)
+
+    def step(engine, batch):
+        now[0] += 3  # every epoch (one iteration) takes 3 seconds
+
+    engine = Engine(step)
+    checkpointer = RunCheckpointer(tmp_path / "model.pt", {"network": network}, min_seconds=5)
+    checkpointer.attach(engine)
+    saved = []
+    engine.add_event_handler(
+        Events.EPOCH_COMPLETED, lambda _: saved.append(latest_checkpoint(checkpoint_dir(tmp_path / "model.pt")))
+    )
+    engine.run([0], max_epochs=6)
+    # The run starts at 0 s and epochs end at 3, 6, 9, 12, 15 s...: a checkpoint is due 5 s after the last one.
+    assert [path.name if path else None for path in saved] == [
+        None, "checkpoint_2.pt", "checkpoint_2.pt", "checkpoint_4.pt", "checkpoint_4.pt", "checkpoint_6.pt"
+    ]  # fmt: skip
+
+
 class _CrashAt(Exception):
     """Stands in for a killed process."""
 

@@ -32,6 +32,17 @@ def test_run_logs_params_and_metrics_and_ends_finished(isolated_workdir):
     assert (isolated_workdir / "mlflow.db").is_file()
 
 
+def test_a_disabled_tracker_opens_no_store_and_logs_nothing(isolated_workdir):
+    tracker = MLflowTracker("exp", "train-original", params={"workflow": "train"}, enabled=False)
+    assert tracker.start() is None
+    (isolated_workdir / "file.txt").write_text("artifact")
+    tracker.log_metrics({"val_acc": 0.5})
+    tracker.log_params({"best": 1})
+    tracker.log_artifact(isolated_workdir / "file.txt")
+    tracker.end()
+    assert not (isolated_workdir / "mlflow.db").exists()
+
+
 def test_runs_left_open_are_marked_failed():
     tracker = MLflowTracker("exp", "unlearn-rl")
     tracker.start()

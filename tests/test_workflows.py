@@ -20,6 +20,16 @@ def test_config_lists_layer_shared_keys_then_overrides():
     assert names(config_files(BUNDLE, "inference")) == ["inference.json"]
 
 
+def test_multi_gpu_overrides_come_last_for_train_and_unlearn_only():
+    assert Path(config_files(BUNDLE, "train", multi_gpu=True)[-1]).name == "multi_gpu_train.json"
+    assert config_files(BUNDLE, "unlearn", "salun", multi_gpu=True) == [
+        *config_files(BUNDLE, "unlearn", "salun"),
+        str(bundle_dir(BUNDLE) / "configs" / "multi_gpu_unlearn.json"),
+    ]
+    with pytest.raises(ValueError, match="multi_gpu applies to train and unlearn, not to evaluate"):
+        config_files(BUNDLE, "evaluate", multi_gpu=True)
+
+
 def test_bundle_ships_the_five_strategies():
     assert strategies(BUNDLE) == ["ft", "ga", "neggrad_plus", "rl", "salun"]
 

@@ -186,7 +186,8 @@ def load_medicalnet_weights(
 ) -> CheckpointReport:
     """Load a MedicalNet ``.pth`` (``{"state_dict": {"module.conv1.weight": ...}}``) into ``network``.
 
-    The file is read with ``weights_only=True``; the ``module.`` prefix of DataParallel is removed.
+    The file is read with ``weights_only=True``; the ``module.`` prefix of DataParallel is removed. A network wrapped
+    in ``DistributedDataParallel`` (``multi_gpu_train.json``) is loaded into the module it wraps.
     Pre-trained MedicalNet files hold the encoder only, so ``conv_seg`` is reported as missing and
     keeps its initialisation. MedicalNet was pre-trained on one channel; with
     ``adapt_input_channels`` a single-channel first convolution is repeated over the network's input
@@ -205,6 +206,7 @@ def load_medicalnet_weights(
     if not isinstance(state, Mapping):
         raise CheckpointMismatchError(f"{path} holds no state_dict of tensors.")
     state = {key.removeprefix("module."): value for key, value in state.items()}
+    network = getattr(network, "module", network)
     own = network.state_dict()
     adapted = []
     if adapt_input_channels and _is_single_channel_stem(state, own):

@@ -8,6 +8,8 @@ import torch
 from ignite.engine import Engine, Events
 from monai.engines.utils import IterationEvents, default_prepare_batch
 
+from medunlearn_monai.strategies._modules import unwrap_network
+
 
 class SaliencyMask:
     """Restrict training to the ``ratio`` of weights with the largest forget-loss gradient.
@@ -17,6 +19,10 @@ class SaliencyMask:
     included, keeps the top ``ratio``. During training gradients of the other weights are zeroed
     and, after every optimizer step, those weights are written back to their starting values, so
     neither weight decay nor momentum can move them: they stay bit-identical.
+
+    Under ``DistributedDataParallel`` every rank ranks the weights of the unwrapped network on the whole forget loader
+    (do not shard it), without all-reducing gradients: the ranks hold the same weights, so each derives the same mask
+    on its own and none waits on another.
 
     Args:
         forget_loader: iterable of collated forget batches (true labels) to rank weights on.
@@ -43,7 +49,7 @@ class SaliencyMask:
         engine.add_event_handler(IterationEvents.MODEL_COMPLETED, self.restore_frozen_weights)
 
     def __call__(self, engine: Engine) -> None:
-        network = engine.network
+        network = unwrap_network(engine.network)
         saliency = self._forget_gradient_magnitudes(engine)
         scores = torch.cat([magnitude.flatten() for magnitude in saliency.values()])
         keep = max(1, round(self.ratio * scores.numel()))
@@ -58,7 +64,7 @@ class SaliencyMask:
         network.zero_grad(set_to_none=True)
 
     def _forget_gradient_magnitudes(self, engine: Engine) -> dict[str, torch.Tensor]:
-        network = engine.network
+        network = unwrap_network(engine.network)
         network.eval()
         network.zero_grad(set_to_none=True)
         for batch in self.forget_loader:
@@ -71,12 +77,12 @@ class SaliencyMask:
 
     def mask_gradients(self, engine: Engine) -> None:
         """Zero the gradient of every non-salient weight."""
-        for name, parameter in engine.network.named_parameters():
+        for name, parameter in unwrap_network(engine.network).named_parameters():
             if parameter.grad is not None:
                 parameter.grad.mul_(self.masks[name])
 
     @torch.no_grad()
     def restore_frozen_weights(self, engine: Engine) -> None:
         """Write non-salient weights back to their starting values after the optimizer step."""
-        for name, parameter in engine.network.named_parameters():
+        for name, parameter in unwrap_network(engine.network).named_parameters():
             parameter.copy_(torch.where(self.masks[name], parameter, self.frozen_values[name]))
