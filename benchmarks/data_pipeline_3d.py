@@ -1,8 +1,9 @@
 """Where a MRBrainS18 training step spends its time: waiting for the batch or computing, per dataset and loader.
 
 The MRBrainS18 bundle's train preprocessing (load NIfTI, orient, resample, map labels, normalise, crop the
-foreground, pad, then two random 3D crops per subject), its network, loss, optimizer and batch size, all read
-from ``bundles/mrbrains18_med3d_segmentation/configs``, on synthetic subjects in the challenge layout. Each
+foreground, pad, find foreground/background voxels, then random 3D crops), its network, inferer, loss,
+optimizer and batch size, all read from ``bundles/mrbrains18_med3d_segmentation/configs``, on synthetic
+subjects in the challenge layout. Each
 combination of MONAI ``Dataset`` / ``CacheDataset`` / ``PersistentDataset`` (cache in a temporary folder) with
 ``DataLoader`` (0 or 2 worker processes) or ``ThreadDataLoader`` runs a few epochs of real training steps;
 per step, *loader* is the time waiting for the next batch and *compute* the forward, backward and optimizer
@@ -10,7 +11,7 @@ step. The first epoch (cache building, worker start-up) and the steady state are
 set-up (``CacheDataset`` fills its cache when built) and a projection to the bundle's 100 training and 20
 unlearning epochs. Writes benchmarks/results/data_pipeline_3d.{json,md}.
 
-    python benchmarks/data_pipeline_3d.py                 # CPU sizes, about 5 minutes on 2 cores
+    python benchmarks/data_pipeline_3d.py                 # CPU sizes, about 3-4 minutes on 2 cores
     python benchmarks/data_pipeline_3d.py --preset gpu    # the challenge's resolution and the 96x96x32 crop
 """
 
@@ -35,7 +36,6 @@ from medunlearn_monai.workflows import bundle_dir, config_files
 
 DATASETS = ("Dataset", "CacheDataset", "PersistentDataset")
 LOADERS = (("DataLoader", 0), ("DataLoader", 2), ("ThreadDataLoader", 0))
-BUNDLE_CHOICE = ("CacheDataset", "DataLoader", 0)  # train#dataset and train#dataloader in train.json
 PROJECTED_EPOCHS = {"train": 100, "unlearn": 20}  # train.json and unlearn.json max_epochs
 COLUMNS = (
     ("setup", "data set + loader"),
@@ -80,6 +80,19 @@ class BundleTraining:
         parser.read_config(config_files(MRBRAINS18, "train"))
         parser.update({"bundle_root": str(bundle_dir(MRBRAINS18)), **overrides})
         self.items = parser.get_parsed_content("train#items")
+        # The bundle's own choice, read from train#dataset and train#dataloader.
+        self.choice = (
+            parser.get("train#dataset#_target_").split(".")[-1],
+            parser.get("train#dataloader#_target_").split(".")[-1],
+            parser.get_parsed_content("num_workers"),
+        )
+        # CacheDataset takes the bundle's own options (cache_rate, copy_cache, ...) when the bundle uses it.
+        dataset = parser.get("train#dataset")
+        self.cache_options = {"cache_rate": 1.0, "progress": False}
+        if self.choice[0] == "CacheDataset":
+            options = [key for key in dataset if key not in ("_target_", "data", "transform")]
+            self.cache_options = {key: parser.get_parsed_content(f"train#dataset#{key}") for key in options}
+        self.inferer = parser.get_parsed_content("train#inferer")
         self.transform = parser.get_parsed_content("train#preprocessing")
         self.network = parser.get_parsed_content("network")
         self.optimizer = parser.get_parsed_content("optimizer")
@@ -87,23 +100,24 @@ class BundleTraining:
         self.batch_size = parser.get_parsed_content("batch_size")
         self.device = parser.get_parsed_content("device")
         self.roi_size = parser.get_parsed_content("roi_size")
+        self.crops_per_subject = parser.get_parsed_content("samples_per_subject")
         self.channels = len(parser.get_parsed_content("modalities"))
         if not any(p is q for p in self.network.parameters() for q in self.optimizer.param_groups[0]["params"]):
             raise RuntimeError("the parsed optimizer does not hold the parsed network's parameters")
 
     def step(self, batch: dict[str, Any]) -> None:
-        """One training step as MONAI's SupervisedTrainer takes it: forward, mean loss, backward, optimizer step."""
+        """One step as the bundle's SupervisedTrainer takes it: inferer, mean loss, backward, optimizer step."""
         images = batch["image"].to(self.device)
         labels = batch["label"].to(self.device)
         self.optimizer.zero_grad(set_to_none=True)
-        self.loss(self.network(images), labels).mean().backward()
+        self.loss(self.inferer(images, self.network), labels).mean().backward()
         self.optimizer.step()
         if self.device.type == "cuda":
             torch.cuda.synchronize()
 
     def warm_up(self) -> None:
         """One step on a random batch, so the first combination does not pay for first-call allocations."""
-        crops = self.batch_size * 2
+        crops = self.batch_size * self.crops_per_subject
         self.step({
             "image": torch.randn(crops, self.channels, *self.roi_size),
             "label": torch.randint(0, 2, (crops, 1, *self.roi_size), dtype=torch.uint8),
@@ -112,8 +126,7 @@ class BundleTraining:
 
 def make_dataset(kind: str, training: BundleTraining, cache_dir: Path) -> monai.data.Dataset:
     if kind == "CacheDataset":
-        # The bundle's train#dataset: cache_rate 1.0, MONAI's default copy_cache and cache workers.
-        return monai.data.CacheDataset(training.items, training.transform, cache_rate=1.0, progress=False)
+        return monai.data.CacheDataset(training.items, training.transform, **training.cache_options)
     if kind == "PersistentDataset":
         return monai.data.PersistentDataset(training.items, training.transform, cache_dir=cache_dir)
     return monai.data.Dataset(training.items, training.transform)
@@ -172,7 +185,7 @@ def measure(setup: tuple[str, str, int], training: BundleTraining, epochs: int, 
         "dataset": dataset_kind,
         "loader": loader_kind,
         "num_workers": workers,
-        "bundle_choice": setup == BUNDLE_CHOICE,
+        "bundle_choice": setup == training.choice,
         "steps_per_epoch": len(first),
         "setup_seconds": setup_seconds,
         "first_epoch_seconds": first_seconds,
@@ -272,10 +285,12 @@ def markdown(report: dict[str, Any]) -> str:
         f"start, {report['load_average_5min']['end']:.2f} at the end. Whole run: {report['total_seconds'] / 60:.1f} "
         "min.\n\n"
         f"Settings: the bundle's train preprocessing and Med3D ResNet-{settings['depth']} training step "
-        f"(batch {settings['batch_size']} subjects x 2 random crops of {settings['roi_size']}), "
+        f"(batch {settings['batch_size']} subjects x {settings['crops_per_subject']} random crops of "
+        f"{settings['roi_size']}), "
         f"{settings['train_subjects']} synthetic training subjects at spacing {settings['spacing']} mm, "
         f"{settings['epochs']} epochs per combination ({settings['steps_per_epoch']} steps each), "
-        f"{settings['threads']} torch threads.\n\n"
+        f"{settings['threads']} torch threads. The bundle's choice: {settings['bundle_choice']} workers; CacheDataset "
+        f"with the options {settings['cache_dataset_options']}.\n\n"
         "*set-up s*: building the data set and loader (CacheDataset preprocesses every subject here); "
         "*1st epoch*: the first pass (PersistentDataset writes its cache, worker processes start); *steady*: "
         "the mean over the later epochs; *loader s/step*: waiting for the next batch; *compute s/step*: forward, "
@@ -317,6 +332,9 @@ def main() -> None:
         "roi_size": training.roi_size,
         "depth": options.depth,
         "batch_size": training.batch_size,
+        "crops_per_subject": training.crops_per_subject,
+        "bundle_choice": " + ".join(str(part) for part in training.choice),
+        "cache_dataset_options": training.cache_options,
         "train_subjects": len(training.items),
         "epochs": options.epochs,
         "steps_per_epoch": rows[0]["steps_per_epoch"],

@@ -15,15 +15,17 @@ For the 2D ResNet-18 of ``tissuemnist_resnet_classification`` and the 3D Med3D s
 - ``before``: the bundle's trainer with the defaults it had before the overhead fixes, as overrides; and
   ``without <fix>``: the shipped bundle with that one fix reverted (``Workload.ablate``).
 
-A third workload, ``tissuemnist_linear``, swaps the ResNet-18 for one linear layer: the step then costs almost
-nothing and what remains is the engine's and handlers' own cost per step, the part a fast GPU step would pay.
-For the 3D bundle, its data pipeline is also timed alone (the training data loader for one epoch, no network).
+Two more workloads swap the networks for one layer (``tissuemnist_linear``: a linear layer; ``mrbrains18_conv``:
+a 1x1x1 convolution): the step then costs almost nothing, and what remains is the engine's, handlers' and data
+pipeline's own cost per step, the part a fast GPU step would pay.
 
 Each arm trains the same number of optimizer steps; only ``trainer.run()`` / the loop is timed (building the
 workflow, caching the data set and the MLflow run's start and end are not), by wall clock and by the process's
 CPU time (less sensitive to other processes on a shared machine). Arms run alternately in one process, in a
-rotated order each round; the first round is a warm-up and is discarded. Ratios are medians of the per-round
-ratios arm / plain. Writes benchmarks/results/framework_overhead.json and .md.
+rotated order each round, after a one-epoch warm-up of ``plain`` and ``bundle``. Throughput and ratios cover
+the epochs after the first (a long run's steady state, epoch-end handlers and checkpoints included); whole-run
+ratios add the first epoch and the once-per-run work. Ratios are medians of the per-round ratios arm / plain.
+Writes benchmarks/results/framework_overhead.json and .md; about 6 minutes on 2 CPU cores with one torch thread.
 
     python benchmarks/framework_overhead.py [--rounds N] [--epochs N] [--workloads tissuemnist mrbrains18 ...]
 """
@@ -72,7 +74,7 @@ class Workload:
     samples_per_step: Callable[[ConfigParser], int]
     before: dict[str, Any]
     ablate: tuple[str, ...] = ()
-    rounds: int = 2
+    rounds: int = 3
     epochs: int = 2
 
 
@@ -167,6 +169,7 @@ FIXES: dict[str, dict[str, Any]] = {
     "cached crop indices": {
         "train#transforms": "$list(@preprocessing.transforms) + @augmentation + [@train#plain_tensors]"
     },
+    "cached subjects not copied": {"train#dataset#copy_cache": True},
 }
 CLASSIFIER_FIXES = ("checkpoint time bound", "gradients set to None", "loss kept on the device")
 # The amp option's inferer wrapper is a pass-through when amp is off; "before" leaves it out too.
@@ -177,6 +180,7 @@ CLASSIFIER_BEFORE = {
 }
 SEGMENTER_BEFORE = {
     **CLASSIFIER_BEFORE,
+    **FIXES["cached subjects not copied"],
     "validate#inferer": "@sliding_window_inferer",
     "train#transforms": "$list(@preprocessing.transforms) + @augmentation",
 }
@@ -220,7 +224,7 @@ WORKLOADS = {
     "mrbrains18_conv": Workload(
         name="mrbrains18_conv",
         overrides={"network_def": "$torch.nn.Conv3d(len(@modalities), @num_classes, 1)", **MRBRAINS18_SIZE},
-        ablate=("loss kept on the device", "plain-tensor batches", "cached crop indices"),
+        ablate=("loss kept on the device", "plain-tensor batches", "cached crop indices", "cached subjects not copied"),
         rounds=4,
         epochs=4,
         **MRBRAINS18,
@@ -474,6 +478,8 @@ FIX_NOTES = {
     "crop): the network runs on `torch.Tensor`, not `MetaTensor`",
     "cached crop indices": "3D foreground/background voxel indices computed once per subject and cached "
     "(`FgBgToIndicesd`), not at every crop draw",
+    "cached subjects not copied": "3D `CacheDataset` with `copy_cache` false: the random crop reads the cached "
+    "subject instead of a deep copy of it (no transform writes into its input)",
 }
 
 
@@ -507,8 +513,8 @@ def markdown(report: dict[str, Any]) -> str:
     return (
         "# Framework overhead: the bundle's trainer versus a plain PyTorch loop\n\n"
         f"Machine: {report['machine']}; load average {report['load_average'][0]:.1f} at the start and "
-        f"{report['load_average'][1]:.1f} at the end (other jobs shared the 2 cores, so wall-clock times are noisy; "
-        "the CPU-time columns divide by this process's CPU seconds, which other processes disturb less). "
+        f"{report['load_average'][1]:.1f} at the end (a shared machine: other jobs can slow any arm down; the "
+        "CPU-time columns divide by this process's CPU seconds, which other processes disturb less). "
         f"Whole script: {report['seconds']:.0f} s.\n\n"
         "Arms run alternately in one process, in a rotated order, after a one-epoch warm-up of `plain` and `bundle`. "
         "`ours / plain` is the median of per-round ratios of items/s over the epochs after the first (a long run's "

@@ -9,7 +9,7 @@ retraining (engine seconds, as MLflow's ``speedup_vs_retrain``, and wall seconds
 epochs; MRBrainS18 runs fewer than its shipped 100 / 20 epochs, in the same 5:1 ratio. Writes
 benchmarks/results/unlearning_cost.{json,md}.
 
-    python benchmarks/unlearning_cost.py                                  # about 11 minutes on 2 CPU cores
+    python benchmarks/unlearning_cost.py                                  # about 12 minutes on 2 CPU cores
     python benchmarks/unlearning_cost.py --tissuemnist_train 4000 --chexpert_patients 600 \\
         --mrbrains18_subjects 9 --mrbrains18_test_subjects 200 201 --mrbrains18_epochs 100 20   # larger
 """
