@@ -37,6 +37,7 @@ from torch.utils.data import Dataset, Subset
 
 from medunlearn_monai.certificate import CertificateWriter
 from medunlearn_monai.model_io import file_sha256, read_json, record_path, save_weights, write_json
+from medunlearn_monai.precision import AutocastInferer
 from medunlearn_monai.safe_loading import load_weights
 from medunlearn_monai.sisa.ensemble import ShardEnsemble
 from medunlearn_monai.sisa.plan import ShardPlan, shard_dir, stage_indices
@@ -62,7 +63,7 @@ class ShardedTraining:
         items: the training items (retained items when a forget request applies).
         optimizer: the bundle's optimizer; each stage gets a new one of its class and settings.
         loss_function: the bundle's loss.
-        inferer: the bundle's training inferer.
+        inferer: the bundle's training inferer (mixed precision, the bundle's ``amp``, comes with it).
         batch_size: items per batch (smaller for a stage with fewer items).
         epochs_per_slice: epochs of each stage.
         device: where to train.
@@ -77,7 +78,6 @@ class ShardedTraining:
         certificate: the erasure certificate writer of a forget request; gets the retrained shards.
         tracker: the run's MLflow run.
         seconds_metric: metric name of the wall time (``train_seconds`` or ``unlearn_seconds``).
-        amp: train with automatic mixed precision.
 
     Raises:
         ShardedTrainingError: when ``source_model`` has no shard folder, or was trained with other settings.
@@ -107,7 +107,6 @@ class ShardedTraining:
         certificate: CertificateWriter | None = None,
         tracker: MLflowTracker | None = None,
         seconds_metric: str = "train_seconds",
-        amp: bool = False,
     ):
         if len(ensemble.members) != plan.shards:
             raise ValueError(f"the ensemble has {len(ensemble.members)} members for {plan.shards} shards.")
@@ -136,7 +135,6 @@ class ShardedTraining:
         self.certificate = certificate
         self.tracker = tracker
         self.seconds_metric = seconds_metric
-        self.amp = amp
         self._loaded: set[int] = set()
         if self.source_dir is not None and not (self.source_dir / MANIFEST).is_file():
             raise ShardedTrainingError(
@@ -230,7 +228,8 @@ class ShardedTraining:
             "optimizer": type(self.optimizer).__name__,
             "optimizer_settings": {key: self.optimizer.defaults[key] for key in sorted(self.optimizer.defaults)},
             "loss": type(self.loss_function).__name__,
-            "amp": bool(self.amp),
+            "inferer": type(self.inferer).__name__,
+            "amp": isinstance(self.inferer, AutocastInferer) and self.inferer.enabled,
             "initial_sha256": initial_sha256,
         }
         settings = json.loads(json.dumps(settings, default=str))
@@ -292,7 +291,6 @@ class ShardedTraining:
             optimizer=optimizer,
             loss_function=self.loss_function,
             inferer=self.inferer,
-            amp=self.amp,
             train_handlers=[LrScheduleHandler(schedule, print_lr=False), progress],
         )
         trainer.run()
