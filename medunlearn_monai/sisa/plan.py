@@ -59,8 +59,8 @@ class ShardPlan:
         empty = [shard for shard, slices in enumerate(indices) if not any(slices)]
         if empty:
             raise ValueError(
-                f"SISA shard(s) {empty} hold no training item: {len(items)} items are too few for "
-                f"{self.shards} shards; lower sisa_shards."
+                f"{len(empty)} of {self.shards} SISA shards would hold no training item: {len(items)} items are too "
+                f"few for {self.shards} shards; lower sisa_shards."
             )
         return indices
 

@@ -142,6 +142,18 @@ class ShardedTraining:
                 "unlearning by retraining shards needs a model trained with configs/sisa.json."
             )
 
+    def check(self) -> None:
+        """Fail before anything is written or logged: no shard may be empty, and a source model must have been trained
+        with these settings.
+
+        Raises:
+            ValueError: for an empty shard.
+            ShardedTrainingError: when the source model was trained with other settings.
+        """
+        self.plan.slice_indices(self.items)
+        if self.source_dir is not None:
+            self._settings(read_json(self.source_dir / MANIFEST)["settings"]["initial_sha256"])
+
     def run(self) -> dict[str, Any]:
         """Train every shard that is not current, then assemble; returns the run's summary."""
         started = time.perf_counter()
