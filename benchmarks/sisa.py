@@ -13,7 +13,6 @@ model's. Results: benchmarks/results/sisa.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import tempfile
@@ -21,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _report import machine, markdown_table
+from _report import add_results_dir, machine, markdown_table, write_results
 
 from medunlearn_monai.data.medmnist import load_medmnist_items
 from medunlearn_monai.data.synthetic import write_synthetic_tissuemnist
@@ -29,7 +28,6 @@ from medunlearn_monai.model_io import read_json
 from medunlearn_monai.workflows import config_value, run_workflow
 
 BUNDLE = "tissuemnist_resnet_classification"
-RESULTS = Path(__file__).resolve().parent / "results"
 COLUMNS = (
     ("request", "forgotten subjects"),
     ("method", "method"),
@@ -45,7 +43,7 @@ COLUMNS = (
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output_dir", default=None, help="work folder (default: a temporary one)")
-    parser.add_argument("--results_dir", type=Path, default=RESULTS, help="where the report goes")
+    add_results_dir(parser)
     parser.add_argument("--n_train", type=int, default=3000)
     parser.add_argument("--n_test", type=int, default=1000)
     parser.add_argument("--max_epochs", type=int, default=12, help="epochs of the single model; SISA: per slice / R")
@@ -205,11 +203,7 @@ def main() -> None:
         total_seconds=time.perf_counter() - started,
     )
     report["targets_met"] = targets(report, options)
-    options.results_dir.mkdir(parents=True, exist_ok=True)
-    (options.results_dir / "sisa.json").write_text(json.dumps(report, indent=2, default=str))
-    text = markdown(report)
-    (options.results_dir / "sisa.md").write_text(text)
-    print(text)
+    write_results(options.results_dir, "sisa", report, markdown(report))
 
 
 if __name__ == "__main__":
