@@ -8,6 +8,7 @@ medunlearn register --model_path models/unlearned_salun.pt --name NAME
 medunlearn verify-certificate CERT MODEL --bundle NAME --forget_request_file FILE [--key value ...]
 medunlearn report --experiment NAME [--output report.html]
 medunlearn ulira BUNDLE --strategies rl,salun [--shadow_pairs 2] [--key value ...]
+medunlearn protocol BUNDLE [--strategies rl,salun] [--seeds 0,1,2] [--forget_fractions 0.1,0.5] [--key value ...]
 medunlearn difficulty BUNDLE --strategies rl,salun [--fraction 0.1] [--key value ...]
 medunlearn tune BUNDLE --strategy NAME [--n_trials 8] [--seed 0] [--search "{...}"] [--key value ...]
 """
@@ -27,6 +28,7 @@ from medunlearn_monai.checkpoints import as_flag
 from medunlearn_monai.data.synthetic import write_synthetic_mrbrains18, write_synthetic_tissuemnist
 from medunlearn_monai.demo import run_demo
 from medunlearn_monai.report import write_report
+from medunlearn_monai.studies.protocol import format_summary
 
 _HEADERS = {
     "method": "method",
@@ -156,6 +158,32 @@ class Commands:
         results = studies.run_ulira_study(bundle, _names(strategies), shadow_pairs, work_dir, **overrides)
         return "\n".join(f"{name}: {value:.3f}" for name, value in results.items())
 
+    def protocol(
+        self,
+        bundle: str,
+        strategies: str | Sequence[str] | None = None,
+        seeds: str | int | Sequence[int] = (0, 1, 2),
+        forget_fractions: str | float | Sequence[float] = (0.1,),
+        work_dir: str | None = None,
+        train_epochs: int | None = None,
+        **overrides: Any,
+    ) -> str:
+        """Several seeds of original, exact retraining, a second retraining (the noise floor) and every strategy,
+        evaluated and aggregated as mean ± std; re-running the same command resumes where it stopped.
+
+        The first forget fraction is the headline; ``--train_epochs`` sets the original and retrained models' epochs.
+        """
+        result = studies.run_protocol(
+            bundle,
+            _names(strategies) if strategies else None,
+            [int(seed) for seed in _names(seeds)],
+            [float(fraction) for fraction in _names(forget_fractions)],
+            work_dir,
+            train_epochs,
+            **overrides,
+        )
+        return f"{format_summary(result)}\n\nMLflow run {result.run_id} (workflow=protocol)."
+
     def difficulty(
         self,
         bundle: str,
@@ -196,9 +224,13 @@ class Commands:
         )
 
 
-def _names(names: str | Sequence[str]) -> list[str]:
-    """A comma-separated list (``rl,salun``) or fire's tuple as a list of names."""
-    return [name.strip() for name in names.split(",")] if isinstance(names, str) else list(names)
+def _names(names: str | int | float | Sequence[Any]) -> list[str]:
+    """A comma-separated list (``rl,salun``), one value, or fire's tuple as a list of texts."""
+    if isinstance(names, str):
+        return [name.strip() for name in names.split(",") if name.strip()]
+    if isinstance(names, (int, float)):
+        return [str(names)]
+    return [str(name) for name in names]
 
 
 def _root_cause(error: BaseException) -> BaseException:

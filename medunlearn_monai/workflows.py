@@ -107,11 +107,17 @@ def run_workflow(
         )
 
 
-def config_value(bundle: str | os.PathLike, key: str, workflow: str = "train", **overrides: Any) -> Any:
-    """The parsed value of one config key of a workflow, with ``overrides`` applied as ``run_workflow`` would."""
+def config_value(
+    bundle: str | os.PathLike, key: str, workflow: str = "train", strategy: str | None = None, **overrides: Any
+) -> Any:
+    """The parsed value of one config key of a workflow, with ``overrides`` applied as ``run_workflow`` would.
+
+    Raises:
+        KeyError: when the workflow's config has no ``key``.
+    """
     root = bundle_dir(bundle)
     parser = monai.bundle.ConfigParser()
-    parser.read_config(config_files(root, workflow))
+    parser.read_config(config_files(root, workflow, strategy))
     parser.update({"bundle_root": str(root), **overrides})
     return parser.get_parsed_content(key)
 

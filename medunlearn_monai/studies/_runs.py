@@ -51,6 +51,11 @@ class ChildWorkflows:
         workflows.run_workflow(self.bundle, workflow, strategy, **{**self.overrides, **overrides})
         print(f"      {time.perf_counter() - started:.1f} s", flush=True)
 
+    def skip(self, title: str) -> None:
+        """Count a workflow that an earlier run of the study finished, and say so."""
+        self.done += 1
+        print(f"[{self.done}/{self.steps}] {title}: finished earlier, skipped", flush=True)
+
 
 def split_scores(model: Path, split: str, expected_subjects: Sequence[str] | None = None) -> dict[str, list]:
     """One split of a model's per-item scores (``<model>.items.json``), checked to list ``expected_subjects``.
