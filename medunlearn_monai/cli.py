@@ -10,7 +10,8 @@ medunlearn report --experiment NAME [--output report.html]
 medunlearn ulira BUNDLE --strategies rl,salun [--shadow_pairs 2] [--key value ...]
 medunlearn protocol BUNDLE [--strategies rl,salun] [--seeds 0,1,2] [--forget_fractions 0.1,0.5] [--key value ...]
 medunlearn difficulty BUNDLE --strategies rl,salun [--fraction 0.1] [--key value ...]
-medunlearn tune BUNDLE --strategy NAME [--n_trials 8] [--seed 0] [--search "{...}"] [--key value ...]
+medunlearn tune BUNDLE --strategy NAME [--n_trials 8] [--seed 0] [--search "{...}"]
+    [--mode per_request|per_bundle] [--tuning_seed 12345] [--amortise_over 100] [--key value ...]
 """
 
 from __future__ import annotations
@@ -198,14 +199,26 @@ class Commands:
         return format_table([{"method": f"{row['quantile']}: {row['strategy']}", **row} for row in rows])
 
     def tune(
-        self, bundle: str, strategy: str, n_trials: int = 8, seed: int = 0, search: Any = None, **overrides: Any
+        self,
+        bundle: str,
+        strategy: str,
+        n_trials: int = 8,
+        seed: int = 0,
+        search: Any = None,
+        mode: str = tuning.PER_REQUEST,
+        tuning_seed: int = tuning.DEFAULT_TUNING_SEED,
+        amortise_over: int = tuning.DEFAULT_AMORTISE_OVER,
+        **overrides: Any,
     ) -> str:
-        """Search a strategy's hyperparameters with Optuna (each trial unlearns and evaluates) and keep the best model.
+        """Search a strategy's hyperparameters with Optuna, scoring trials on the validation split only.
 
         ``--search "{'learning_rate': [0.001, 0.1], 'max_epochs': 2}"`` narrows a range or fixes a value;
-        ``--key value`` overrides config keys as for ``run``. Prints the trials and the best one.
+        ``--mode per_bundle`` tunes once on a tuning request drawn with ``--tuning_seed`` and amortises the
+        cost over ``--amortise_over`` requests; ``--key value`` overrides config keys as for ``run``.
+        Prints the trials and the best one.
         """
-        return tuning.summary(tuning.tune(bundle, strategy, n_trials, seed, search, **overrides))
+        result = tuning.tune(bundle, strategy, n_trials, seed, search, mode, tuning_seed, amortise_over, **overrides)
+        return tuning.summary(result)
 
     def demo(
         self,

@@ -1,5 +1,6 @@
-"""``medunlearn tune`` end to end on tiny synthetic TissueMNIST: trials as MLflow child runs, the search's cost
-on the bill, the best model copied, originals untouched, bad input refused before any run."""
+"""``medunlearn tune`` end to end on tiny synthetic TissueMNIST: trials as MLflow child runs scored on the
+validation split, the search's cost on the bill, the best model copied, originals untouched, bad input refused
+before any run, and a trajectory that does not change when the test split is replaced by noise."""
 
 from __future__ import annotations
 
@@ -11,13 +12,21 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import mlflow
+import numpy as np
 import pytest
 
 from medunlearn_monai.cli import main
 from medunlearn_monai.data.medmnist import load_medmnist_items
 from medunlearn_monai.data.synthetic import write_synthetic_tissuemnist
 from medunlearn_monai.forget import ForgetRequest
-from medunlearn_monai.model_io import evaluation_path, file_sha256, read_json, record_path, write_json
+from medunlearn_monai.model_io import (
+    evaluation_path,
+    file_sha256,
+    item_scores_path,
+    read_json,
+    record_path,
+    write_json,
+)
 from medunlearn_monai.search_space import SearchSpaceError
 from medunlearn_monai.tuning import TuningError, forget_retain_tradeoff, retrained_reference, tune
 from medunlearn_monai.workflows import run_workflow
@@ -73,7 +82,11 @@ def tuned(tmp_path_factory):
 
 
 def _trial_runs(tuned, workflow: str) -> dict[int, mlflow.entities.Run]:
-    runs = [run for run in tuned.children if run.data.params["workflow"] == workflow]
+    runs = [
+        run
+        for run in tuned.children
+        if run.data.params["workflow"] == workflow and run.data.tags["tuning_trial"].isdigit()
+    ]
     return {int(run.data.tags["tuning_trial"]): run for run in runs}
 
 
@@ -82,7 +95,7 @@ def test_parent_run_logs_the_search_the_best_values_and_its_cost(tuned):
     assert parent.info.status == "FINISHED"
     params, metrics = parent.data.params, parent.data.metrics
     assert params["strategy"] == "rl" and params["n_trials"] == str(N_TRIALS) and params["bundle"] == BUNDLE
-    assert params["objective"] == "gap_to_retrain"
+    assert params["objective"] == "val_gap_to_retrain" and params["held_out_split"] == "val"
     assert json.loads(params["search_space"]) == {
         "learning_rate": "log-uniform [0.005, 0.05]",
         "momentum": "uniform [0, 0.5]",
@@ -92,7 +105,7 @@ def test_parent_run_logs_the_search_the_best_values_and_its_cost(tuned):
     best_unlearn = _trial_runs(tuned, "unlearn")[best]
     for name in ("learning_rate", "momentum", "max_epochs"):
         assert params[f"best_{name}"] == best_unlearn.data.params[name]
-    assert metrics["best_gap_to_retrain"] == metrics["best_objective"]
+    assert metrics["best_val_gap_to_retrain"] == metrics["best_objective"]
     unlearn_seconds = {
         number: run.data.metrics["unlearn_seconds"] for number, run in _trial_runs(tuned, "unlearn").items()
     }
@@ -108,7 +121,8 @@ def test_every_trial_unlearns_and_evaluates_as_a_child_run_inside_the_search_spa
     assert {run.info.status for run in tuned.children} == {"FINISHED"}
     unlearn, evaluate = _trial_runs(tuned, "unlearn"), _trial_runs(tuned, "evaluate")
     assert sorted(unlearn) == sorted(evaluate) == list(range(1, N_TRIALS + 1))
-    assert len(tuned.children) == 2 * N_TRIALS
+    others = sorted(tag for run in tuned.children if not (tag := run.data.tags["tuning_trial"]).isdigit())
+    assert others == ["chosen", "reference"]  # the retrained reference on validation data, the choice on test
     for run in unlearn.values():
         params = run.data.params
         assert 0.005 <= float(params["learning_rate"]) <= 0.05
@@ -140,19 +154,24 @@ def test_the_best_model_is_copied_and_the_original_and_retrained_models_are_unto
     record = read_json(record_path(tuned_model))
     assert record["strategy"] == "rl_tuned" and record["tuning"]["trial"] == best
     assert record["tuning"]["run_id"] == tuned.parent.info.run_id
-    assert read_json(evaluation_path(tuned_model)) == read_json(models / "tuning" / "rl" / f"trial_{best}.eval.json")
+    # Trials were scored on the 16 validation images; the chosen model alone is then scored on the 40 test images.
+    trial_items = read_json(models / "tuning" / "rl" / f"trial_{best}.items.json")["splits"]
+    chosen_items = read_json(item_scores_path(tuned_model))["splits"]
+    assert len(trial_items["test"]["loss"]) == 16 and len(chosen_items["test"]["loss"]) == 40
+    assert chosen_items["forget"]["loss"] == pytest.approx(trial_items["forget"]["loss"])
+    assert "gap_to_retrain" in read_json(evaluation_path(tuned_model))  # against the retrained model's test scores
     for name, digest in tuned.before.items():
         assert file_sha256(models / name) == digest == read_json(record_path(models / name))["model_sha256"]
 
 
 def test_the_command_prints_one_line_per_trial_and_the_table(tuned):
     lines = tuned.stdout.splitlines()
-    progress = [line.split(":")[0] for line in lines if re.match(r"trial \d+/\d+: gap_to_retrain [\d.]+ in", line)]
+    progress = [line.split(":")[0] for line in lines if re.match(r"trial \d+/\d+: val_gap_to_retrain [\d.]+ in", line)]
     assert progress == [f"trial {number}/{N_TRIALS}" for number in range(1, N_TRIALS + 1)]
-    header = next(line for line in lines if line.lstrip().startswith("trial  gap_to_retrain"))
-    assert header.split() == ["trial", "gap_to_retrain", "seconds", "learning_rate", "max_epochs", "momentum"]
+    header = next(line for line in lines if line.lstrip().startswith("trial  val_gap_to_retrain"))
+    assert header.split() == ["trial", "val_gap_to_retrain", "seconds", "learning_rate", "max_epochs", "momentum"]
     assert any(
-        line.startswith(f"best: trial {tuned.parent.data.params['best_trial']}, gap_to_retrain") for line in lines
+        line.startswith(f"best: trial {tuned.parent.data.params['best_trial']}, val_gap_to_retrain") for line in lines
     )
     assert "speedup vs retraining, tuning included" in tuned.stdout
 
@@ -164,9 +183,9 @@ def test_without_a_retrained_reference_the_tradeoff_is_minimised(tuned, monkeypa
         monkeypatch.setenv(key, value)
     overrides = {**tuned.common, "experiment_name": "tune-tradeoff", "forget_fraction": 0.1}
     result = tune(BUNDLE, "rl", n_trials=1, search=SEARCH, **overrides)
-    assert result.objective == "forget_retain_tradeoff" and result.best.gap_to_retrain is None
+    assert result.objective == "val_forget_retain_tradeoff" and result.best.gap_to_retrain is None
     evaluation = read_json(evaluation_path(result.best.model))
-    original = read_json(evaluation_path(tuned.models / "model.pt"))
+    original = read_json(evaluation_path(tuned.models / "tuning" / "rl" / "reference_original.pt"))
     assert original["forget_request_sha256"] == evaluation["forget_request_sha256"]  # evaluated for this request
     expected = 100 * (
         abs(evaluation["forget_acc"] - evaluation["test_acc"])
@@ -256,3 +275,52 @@ def test_a_retrained_model_is_a_reference_only_for_its_own_request(tmp_path):
     assert retrained_reference(retrained, "a") == retrained
     assert retrained_reference(retrained, "b") is None
     assert not Path(tmp_path / "missing.pt").exists() and retrained_reference(tmp_path / "missing.pt", "a") is None
+
+
+def _with_noise_as_test_split(source: Path, target: Path) -> Path:
+    """A copy of a MedMNIST file whose test images and labels are random noise."""
+    arrays = dict(np.load(source))
+    noise = np.random.default_rng(7)
+    arrays["test_images"] = noise.integers(0, 256, arrays["test_images"].shape, dtype=np.uint8)
+    arrays["test_labels"] = noise.integers(0, 8, arrays["test_labels"].shape).astype(arrays["test_labels"].dtype)
+    target.parent.mkdir(parents=True)
+    np.savez_compressed(target, **arrays)
+    return target
+
+
+def test_per_bundle_tuning_never_reads_the_test_split(tmp_path, monkeypatch):
+    """Tuning on a file whose test split is noise chooses exactly as tuning on the real file: the same trials,
+    objectives and values; the cost is amortised over the stated number of requests."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MEDUNLEARN_SALT", "tune-salt")
+    clean = write_synthetic_tissuemnist(tmp_path / "clean" / "tissuemnist.npz", n_train=96, n_val=24, n_test=40)
+    noisy = _with_noise_as_test_split(clean, tmp_path / "noisy" / "tissuemnist.npz")
+    common = {"batch_size": 32, "max_epochs": 1, "experiment_name": "tune-bundle"}
+    results = {}
+    for name, data in (("clean", clean), ("noisy", noisy)):
+        overrides = {**common, "dataset_dir": str(data.parent), "model_dir": str(tmp_path / name / "models")}
+        run_workflow(BUNDLE, "train", **overrides)
+        search = {name: SEARCH[name] for name in ("learning_rate", "momentum")}  # max_epochs is held at 1
+        results[name] = tune(
+            BUNDLE, "rl", n_trials=3, search=search, mode="per_bundle", tuning_seed=5, amortise_over=20, **overrides
+        )
+    clean_result, noisy_result = results["clean"], results["noisy"]
+    assert [trial.params for trial in clean_result.trials] == [trial.params for trial in noisy_result.trials]
+    assert [trial.objective for trial in clean_result.trials] == [trial.objective for trial in noisy_result.trials]
+    assert clean_result.objective == "val_gap_to_retrain" and clean_result.tuned_model is None
+    provenance = clean_result.provenance
+    assert provenance["amortised_over"] == 20 and provenance["seeds"] == {"seed": 0, "tuning_seed": 5}
+    assert provenance["n_trials"] == 3 and provenance["data"] == "tissuemnist.npz"
+    reference = read_json(record_path(tmp_path / "clean" / "models" / "tuning" / "per_bundle" / "retrained.pt"))
+    assert provenance["tuning_retrain_seconds"] == reference["seconds"]
+    assert provenance["tuning_seconds"] > reference["seconds"] + sum(t.unlearn_seconds for t in clean_result.trials)
+    metrics = clean_result.metrics
+    expected = reference["seconds"] / (clean_result.best.unlearn_seconds + metrics["tuning_seconds"] / 20)
+    assert metrics["speedup_vs_retrain_incl_tuning"] == pytest.approx(expected)
+    # The tuning request is drawn with its own seed, not the evaluation seed's request.
+    evaluation_request = ForgetRequest.generate(load_medmnist_items(clean, "train"), 0.1, seed=0)
+    assert reference["forget_request_sha256"] != evaluation_request.sha256(b"tune-salt")
+    # Every trial was scored on the 24 validation images in the test split's place.
+    scores = read_json(item_scores_path(clean_result.best.model))["splits"]
+    assert len(scores["test"]["loss"]) == 24

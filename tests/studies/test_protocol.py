@@ -78,7 +78,8 @@ def test_noise_floor_step_keeps_the_request_and_changes_only_the_seed(tmp_path):
     assert noise.overrides["forget_fraction"] == retrain.overrides["forget_fraction"] == 0.25
     assert list(steps)[0] == "seed_2/original" and "forget_fraction" not in steps["seed_2/original"].overrides
     order = list(steps)
-    assert order.index("seed_2/forget_0.25/evaluate_retrained") < order.index("seed_2/forget_0.25/evaluate_unlearned_rl")
+    folder = "seed_2/forget_0.25"
+    assert order.index(f"{folder}/evaluate_retrained") < order.index(f"{folder}/evaluate_unlearned_rl")
 
 
 @pytest.mark.parametrize(
@@ -176,7 +177,8 @@ def test_protocol_runs_are_children_of_one_protocol_run(protocol_run):
     assert final.data.metrics["ft_gap_to_retrain_mean"] == pytest.approx(
         protocol_run["result"].summary["0.2"]["ft"]["gap_to_retrain_mean"]
     )
-    artifacts = {item.path for folder in ("tables", "plots") for item in client.list_artifacts(final.info.run_id, folder)}
+    run_id = final.info.run_id
+    artifacts = {item.path for folder in ("tables", "plots") for item in client.list_artifacts(run_id, folder)}
     assert {"tables/protocol_summary.json", "tables/protocol_rows.json", "plots/gap_vs_speedup.png"} <= artifacts
     assert {run.info.status for run in parents} == {"FAILED", "FINISHED"}  # the crashed run is marked as such
     children = [run for run in runs if run.data.tags.get(tracking.PARENT_RUN_TAG) in {p.info.run_id for p in parents}]
