@@ -124,6 +124,8 @@ def arm_report(result: ProtocolResult, data: str, sizes: Mapping[str, int]) -> d
             "gap_std": _stat(floor, "gap_to_retrain", "std"),
             "mia_loss_auc_mean": _stat(floor, "mia_loss_auc", "mean"),
             "mia_loss_auc_std": _stat(floor, "mia_loss_auc", "std"),
+            "retain_acc_mean": _stat(floor, "retain_acc", "mean"),
+            "forget_acc_mean": _stat(floor, "forget_acc", "mean"),
             "test_acc_mean": _stat(floor, "test_acc", "mean"),
             "ulira_auc_mean": None,
         },
@@ -149,7 +151,8 @@ def arm_markdown(arm: str, report: Mapping[str, Any]) -> str:
     """The headline table (noise floor first) and the forget-fraction sweep of one arm."""
     floor = report["noise_floor"]
     rows = [{"method": "noise floor (retrain vs retrain)", "gap": _pm(floor["gap_mean"], floor["gap_std"]),
-             "speedup": "1", "test": _pm(floor["test_acc_mean"], None, 100, 1),
+             "speedup": "1", "retain": _pm(floor["retain_acc_mean"], None, 100, 1),
+             "forget": _pm(floor["forget_acc_mean"], None, 100, 1), "test": _pm(floor["test_acc_mean"], None, 100, 1),
              "mia": _pm(floor["mia_loss_auc_mean"], floor["mia_loss_auc_std"], digits=3)}]  # fmt: skip
     for name, entry in {**report["references"], **report["methods"]}.items():
         rows.append(

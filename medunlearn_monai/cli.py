@@ -1,7 +1,7 @@
 """``medunlearn``: a thin command line over the bundles' ``monai.bundle`` workflows.
 
 medunlearn demo [--output_dir demo_output]
-medunlearn synthesize [--dataset tissuemnist|mrbrains18] --output_dir data
+medunlearn synthesize [--dataset tissuemnist|mrbrains18|chexpert] --output_dir data
 medunlearn run BUNDLE WORKFLOW [--strategy NAME] [--multi_gpu] [--key value ...]
 medunlearn compare --experiment NAME
 medunlearn register --model_path models/unlearned_salun.pt --name NAME
@@ -26,7 +26,11 @@ import fire
 from medunlearn_monai import certificate as erasure_certificate
 from medunlearn_monai import registry, studies, tracking, tuning, workflows
 from medunlearn_monai.checkpoints import as_flag
-from medunlearn_monai.data.synthetic import write_synthetic_mrbrains18, write_synthetic_tissuemnist
+from medunlearn_monai.data.synthetic import (
+    write_synthetic_chexpert,
+    write_synthetic_mrbrains18,
+    write_synthetic_tissuemnist,
+)
 from medunlearn_monai.demo import run_demo
 from medunlearn_monai.report import write_report
 from medunlearn_monai.studies.protocol import format_summary
@@ -93,20 +97,29 @@ class Commands:
         n_test: int = 1000,
         n_subjects: int = 7,
         spacing: Sequence[float] = (0.958, 0.958, 3.0),
+        n_patients: int = 60,
         seed: int = 0,
+        **difficulty: float,
     ) -> str:
         """Write synthetic data in a real format into ``output_dir``.
 
         ``tissuemnist``: ``tissuemnist.npz`` (MedMNIST format, ``n_train``/``n_val``/``n_test`` images).
         ``mrbrains18``: ``training/<subject>/...`` (MRBrainS18 layout, ``n_subjects`` subjects at ``spacing`` mm).
+        ``chexpert``: ``CheXpert-v1.0-small/`` (CSVs and JPEGs of ``n_patients`` training patients); ``--cue_strength``,
+        ``--noise_std``, ``--label_noise``, ``--female_prevalence`` and ``--male_prevalence`` set its difficulty.
         """
+        if difficulty and dataset != "chexpert":
+            raise ValueError(f"unknown setting(s) {sorted(difficulty)} for {dataset!r}; only chexpert takes them.")
         if dataset == "tissuemnist":
             path = write_synthetic_tissuemnist(Path(output_dir) / "tissuemnist.npz", n_train, n_val, n_test, seed=seed)
             return str(path)
         if dataset == "mrbrains18":
             subjects = write_synthetic_mrbrains18(output_dir, n_subjects, tuple(spacing), seed=seed)
             return f"{len(subjects)} subjects in {Path(output_dir) / 'training'}"
-        raise ValueError(f"unknown dataset {dataset!r}; choose tissuemnist or mrbrains18.")
+        if dataset == "chexpert":
+            root = Path(output_dir) / "CheXpert-v1.0-small"
+            return str(write_synthetic_chexpert(root, n_patients, seed=seed, **difficulty))
+        raise ValueError(f"unknown dataset {dataset!r}; choose tissuemnist, mrbrains18 or chexpert.")
 
     def run(
         self, bundle: str, workflow: str, strategy: str | None = None, multi_gpu: bool | str = False, **overrides: Any
@@ -231,7 +244,9 @@ class Commands:
         """Train, retrain exactly, unlearn with every strategy, evaluate all and print the comparison."""
         result = run_demo(output_dir, forget_fraction, seed, experiment, strategies)
         return (
-            f"{format_table(result.rows)}\n\nDemo finished in {result.total_seconds:.0f} s. "
+            f"{format_table(result.rows)}\n\nDemo finished in {result.total_seconds:.0f} s. One seed only: differences "
+            "of a few points are noise; the several-seed comparison with a noise floor is in "
+            "benchmarks/results/classification_protocol.md (`medunlearn protocol` runs it).\n"
             f"Models and their records: {result.models_dir}\n"
             f"Open the runs with: mlflow ui --backend-store-uri {tracking.tracking_uri()}  (experiment '{experiment}')"
         )

@@ -1,4 +1,5 @@
-"""Tests for the synthetic CheXpert-like writer: exact layout, label statistics, determinism and visible findings."""
+"""Tests for the synthetic CheXpert-like writer: exact layout, label statistics, determinism, visible findings and the
+difficulty settings (cue strength, label noise, prevalence per sex)."""
 
 from __future__ import annotations
 
@@ -97,19 +98,85 @@ def test_same_seed_writes_identical_files(tmp_path):
     assert (first / "train.csv").read_text() != (other / "train.csv").read_text()
 
 
-def test_findings_are_visible(root):
-    """Without training anything: a region next to the heart and the lung bases are brighter in positive images."""
+def _region_difference(root, task: str, region: tuple[float, float, float, float]) -> float:
+    """Mean gray level of a region in images labelled positive for ``task`` minus in those labelled negative."""
     items = load_chexpert_items(root, uncertainty="ignore")
     images = np.stack([np.asarray(Image.open(item["image"]), dtype=np.float64) for item in items])
     labels, known = np.stack([item["label"] for item in items]), np.stack([item["label_mask"] for item in items])
+    side = images.shape[1] - 1
+    x0, x1, y0, y1 = (round((value + 1) / 2 * side) for value in region)  # image coordinates in [-1, 1]
+    means = images[:, y0 : y1 + 1, x0 : x1 + 1].mean(axis=(1, 2))
+    column = COMPETITION_TASKS.index(task)
+    positive = means[(labels[:, column] == 1) & (known[:, column] == 1)]
+    negative = means[(labels[:, column] == 0) & (known[:, column] == 1)]
+    return positive.mean() - negative.mean()
 
-    def region_mean(x0: float, x1: float, y0: float, y1: float) -> np.ndarray:
-        pixel = lambda value: round((value + 1) / 2 * 31)  # noqa: E731 - image coordinates in [-1, 1]
-        return images[:, pixel(y0) : pixel(y1) + 1, pixel(x0) : pixel(x1) + 1].mean(axis=(1, 2))
 
-    for task, region in (("Cardiomegaly", (0.3, 0.42, 0.15, 0.35)), ("Pleural Effusion", (0.25, 0.5, 0.38, 0.5))):
-        column = COMPETITION_TASKS.index(task)
-        means = region_mean(*region)
-        positive = means[(labels[:, column] == 1) & (known[:, column] == 1)]
-        negative = means[(labels[:, column] == 0) & (known[:, column] == 1)]
-        assert positive.mean() - negative.mean() > 20, task
+# Next to the heart (widened by Cardiomegaly) and a lung base (filled by Pleural Effusion).
+REGIONS = {"Cardiomegaly": (0.3, 0.42, 0.15, 0.35), "Pleural Effusion": (0.25, 0.5, 0.38, 0.5)}
+
+
+@pytest.mark.parametrize("task", REGIONS)
+def test_findings_are_visible_and_scale_with_cue_strength(tmp_path, task):
+    """Without training anything: the region is brighter in positive images, the more so the larger the cue."""
+    exact = {**SMALL, "n_patients": 40, "label_noise": 0.0, "female_prevalence": 0.3, "male_prevalence": 0.3}
+    difference = {
+        cue: _region_difference(
+            write_synthetic_chexpert(tmp_path / str(cue), cue_strength=cue, **exact), task, REGIONS[task]
+        )
+        for cue in (0.0, 0.35, 1.0)
+    }
+    assert abs(difference[0.0]) < 8, difference
+    assert 10 < difference[0.35] < difference[1.0] - 10, difference
+    assert difference[1.0] > 20, difference
+
+
+LABELS = {"n_patients": 200, "size": 16, "n_valid_patients": 2, "female_prevalence": 0.5, "male_prevalence": 0.15}
+DRAWN = ("Cardiomegaly", "Edema", "Consolidation", "Atelectasis", "Pleural Effusion", "Lung Lesion", "Pneumonia")
+DRAWN += ("Pneumothorax", "Pleural Other", "Fracture", "Support Devices")
+
+
+@pytest.fixture(scope="module")
+def exact_labels(tmp_path_factory):
+    return write_synthetic_chexpert(tmp_path_factory.mktemp("exact") / "CheXpert-v1.0-small", label_noise=0.0, **LABELS)
+
+
+def test_label_noise_flips_the_requested_fraction_and_leaves_the_images(exact_labels, tmp_path):
+    noisy = write_synthetic_chexpert(tmp_path / "CheXpert-v1.0-small", label_noise=0.2, **LABELS)
+    assert _files(noisy) == _files(exact_labels)
+    images = [name for name in _files(noisy) if name.endswith(".jpg")]
+    assert all((noisy / name).read_bytes() == (exact_labels / name).read_bytes() for name in images)
+    assert (noisy / "valid.csv").read_text() == (exact_labels / "valid.csv").read_text()
+    rows = zip(_rows(exact_labels, "train"), _rows(noisy, "train"), strict=True)
+    pairs = [(before[name], after[name]) for before, after in rows for name in DRAWN if before[name] != "-1.0"]
+    flipped = [(before == "1.0") != (after == "1.0") for before, after in pairs]
+    assert len(pairs) > 3000
+    assert abs(np.mean(flipped) - 0.2) < 0.03
+
+
+def test_prevalence_follows_sex(exact_labels):
+    rows = _rows(exact_labels, "train")
+    for sex, expected in (("Female", 0.5), ("Male", 0.15)):
+        values = [row[task] for row in rows if row["Sex"] == sex for task in COMPETITION_TASKS]
+        assert len(values) > 500
+        assert abs(np.mean(np.isin(values, ["1.0", "-1.0"])) - expected - 0.07) < 0.05, sex  # 7 % uncertain
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("cue_strength", -0.1),
+        ("cue_strength", 2.5),
+        ("noise_std", -0.01),
+        ("noise_std", float("nan")),
+        ("label_noise", 0.5),
+        ("label_noise", -0.1),
+        ("female_prevalence", 1.0),
+        ("male_prevalence", -0.2),
+        ("male_prevalence", "0.3"),
+    ],
+)
+def test_bad_difficulty_raises_before_writing(tmp_path, setting, value):
+    with pytest.raises(ValueError, match=f"{setting} must be a number in"):
+        write_synthetic_chexpert(tmp_path / "CheXpert-v1.0-small", **{setting: value})
+    assert not (tmp_path / "CheXpert-v1.0-small").exists()

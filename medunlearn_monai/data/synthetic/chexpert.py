@@ -5,6 +5,10 @@ a sex with slight anatomical differences (breast shadows, broader shoulders) and
 findings, and the competition findings are drawn as distinct cues: Cardiomegaly widens the heart, Pleural Effusion
 fills a lung base, Edema hazes both lungs, Consolidation adds a bright patch, Atelectasis flattens a lung's apex.
 An uncertain (-1) finding is drawn at half strength. Like the real ``valid.csv``, the validation labels are certain.
+
+The difficulty is set by the writer's keyword arguments: ``cue_strength`` scales every finding's cue, ``noise_std``
+adds pixel noise, ``label_noise`` flips training labels (the images keep the true findings) and
+``female_prevalence`` / ``male_prevalence`` set how often each competition finding occurs in either sex.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import csv
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -21,15 +25,11 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from medunlearn_monai.data.chexpert import OBSERVATIONS, REQUIRED_COLUMNS
+from medunlearn_monai.data.chexpert import COMPETITION_TASKS, OBSERVATIONS, REQUIRED_COLUMNS
 
-# Prevalence of a positive finding per drawn observation; the others are derived from them (see _study_findings).
-_PREVALENCE: dict[str, float] = {
-    "Cardiomegaly": 0.3,
-    "Edema": 0.3,
-    "Consolidation": 0.3,
-    "Atelectasis": 0.3,
-    "Pleural Effusion": 0.3,
+# Prevalence of the drawn observations besides the competition findings (whose prevalence depends on sex); the
+# remaining observations are derived from the drawn ones (see _study_findings).
+_OTHER_PREVALENCE: dict[str, float] = {
     "Lung Lesion": 0.05,
     "Pneumonia": 0.05,
     "Pneumothorax": 0.05,
@@ -42,6 +42,46 @@ _BLANK_FRACTION = 0.5  # of the negative labels: "not mentioned" rather than "0.
 _LATERAL_FRACTION = 0.2
 _AGE_RANGE = (18, 90)
 _JPEG_QUALITY = 90
+# Default difficulty: the bundle's original model reaches a test AUC of about 0.8 at the benchmark's size.
+CUE_STRENGTH = 0.35
+NOISE_STD = 0.05
+LABEL_NOISE = 0.05
+FEMALE_PREVALENCE = 0.35
+MALE_PREVALENCE = 0.25
+_MAX_CUE_STRENGTH = 2.0
+_MAX_NOISE_STD = 0.5
+_MAX_PREVALENCE = 1.0 - _UNCERTAIN_FRACTION
+
+
+@dataclass(frozen=True)
+class _Difficulty:
+    """How hard the findings are to read from the images and labels (see :func:`write_synthetic_chexpert`)."""
+
+    cue_strength: float
+    noise_std: float
+    label_noise: float
+    female_prevalence: float
+    male_prevalence: float
+
+    def __post_init__(self) -> None:
+        _check_range("cue_strength", self.cue_strength, 0.0, _MAX_CUE_STRENGTH)
+        _check_range("noise_std", self.noise_std, 0.0, _MAX_NOISE_STD)
+        _check_range("label_noise", self.label_noise, 0.0, 0.5, closed=False)
+        _check_range("female_prevalence", self.female_prevalence, 0.0, _MAX_PREVALENCE)
+        _check_range("male_prevalence", self.male_prevalence, 0.0, _MAX_PREVALENCE)
+
+    def prevalence(self, sex: str) -> dict[str, float]:
+        """Prevalence of a positive finding per drawn observation for a patient of this sex."""
+        rate = self.female_prevalence if sex == "Female" else self.male_prevalence
+        return {**dict.fromkeys(COMPETITION_TASKS, rate), **_OTHER_PREVALENCE}
+
+
+def _check_range(name: str, value: float, low: float, high: float, closed: bool = True) -> None:
+    """Raise a ValueError naming ``name`` unless ``value`` lies in [low, high] (or [low, high) when not ``closed``)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (number and low <= value and (value <= high if closed else value < high)):
+        interval = f"[{low}, {high}{']' if closed else ')'}"
+        raise ValueError(f"{name} must be a number in {interval}; got {value!r}.")
 
 
 @dataclass(frozen=True)
@@ -65,6 +105,12 @@ def write_synthetic_chexpert(
     size: int = 64,
     seed: int = 0,
     n_valid_patients: int = 10,
+    *,
+    cue_strength: float = CUE_STRENGTH,
+    noise_std: float = NOISE_STD,
+    label_noise: float = LABEL_NOISE,
+    female_prevalence: float = FEMALE_PREVALENCE,
+    male_prevalence: float = MALE_PREVALENCE,
 ) -> Path:
     """Write a synthetic data set in the CheXpert layout; ``root`` plays the role of ``CheXpert-v1.0-small``.
 
@@ -78,26 +124,37 @@ def write_synthetic_chexpert(
         size: Side length of the square grayscale JPEGs.
         seed: Patient ``i`` draws from its own generator seeded with ``(seed, i)``; the same seed writes the same files.
         n_valid_patients: Number of validation patients.
+        cue_strength: Scale of every finding's cue in [0, 2]: 0 hides the findings, 1 draws them fully.
+        noise_std: Standard deviation of the pixel noise in [0, 0.5] (intensities span [0, 1]).
+        label_noise: Probability in [0, 0.5) that a certain training label of a drawn observation is flipped; the
+            image keeps the true finding. Flips come from their own generator, so only the labels change with it.
+            Validation labels stay exact.
+        female_prevalence: Probability in [0, 0.93] that a woman's study shows each competition finding.
+        male_prevalence: The same for a man's study.
 
     Returns:
         ``root`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: A difficulty setting outside its range.
     """
+    difficulty = _Difficulty(cue_strength, noise_std, label_noise, female_prevalence, male_prevalence)
     base = Path(root)
     tables = {"train": range(1, n_patients + 1), "valid": range(n_patients + 1, n_patients + n_valid_patients + 1)}
     rows = {split: [] for split in tables}
     for split, numbers in tables.items():
         for number in numbers:
-            rows[split] += _write_patient(base, split, number, studies_per_patient, size, seed)
+            rows[split] += _write_patient(base, split, number, studies_per_patient, size, seed, difficulty)
     for split, split_rows in rows.items():
         _write_csv(base / f"{split}.csv", split_rows)
     return base
 
 
 def _write_patient(
-    base: Path, split: str, number: int, studies: tuple[int, int], size: int, seed: int
+    base: Path, split: str, number: int, studies: tuple[int, int], size: int, seed: int, difficulty: _Difficulty
 ) -> list[list[str]]:
     """Write the images of one patient and return their CSV rows."""
-    rng = np.random.default_rng((seed, number))
+    rng, flips = np.random.default_rng((seed, number)), np.random.default_rng((seed, number, 1))
     patient = _Patient(
         sex=str(rng.choice(["Female", "Male"])),
         age=int(rng.integers(_AGE_RANGE[0], _AGE_RANGE[1] + 1)),
@@ -108,49 +165,68 @@ def _write_patient(
         heart_shift=rng.uniform(0.05, 0.15),
         tissue=np.clip(ndimage.zoom(rng.normal(0.0, 1.0, (6, 6)), size / 6, order=3)[:size, :size] / 2, -1, 1),
     )
+    certain = split == "valid"
+    label_noise = 0.0 if certain else difficulty.label_noise
     rows = []
     for study in range(1, int(rng.integers(studies[0], studies[1] + 1)) + 1):
-        strength, labels = _study_findings(rng, certain=split == "valid")
+        strength = _study_strength(rng, difficulty.prevalence(patient.sex), certain)
+        labels = _label_fields(_flip_labels(strength, flips, label_noise), rng, certain)
+        cues = {name: value * difficulty.cue_strength for name, value in strength.items()}
         views = [("view1_frontal.jpg", "Frontal", str(rng.choice(["AP", "PA"])))]
         if rng.random() < _LATERAL_FRACTION:
             views.append(("view2_lateral.jpg", "Lateral", ""))
         for name, view, projection in views:
             relative = f"{split}/patient{number:05d}/study{study}/{name}"
-            lateral = view == "Lateral"
-            _save_jpeg(base / relative, _draw(patient, strength, rng, size, lateral))
+            image = _draw(patient, cues, rng, size, view == "Lateral", difficulty.noise_std)
+            _save_jpeg(base / relative, image)
             rows.append(
                 [f"{base.absolute().name}/{relative}", patient.sex, str(patient.age), view, projection, *labels]
             )
     return rows
 
 
-def _study_findings(rng: np.random.Generator, certain: bool) -> tuple[dict[str, float], list[str]]:
-    """Draw the findings of one study: cue strength per observation (1, 0.5 uncertain, 0) and the label fields."""
+def _study_strength(rng: np.random.Generator, prevalence: Mapping[str, float], certain: bool) -> dict[str, float]:
+    """Draw the findings of one study: strength per drawn observation (1 positive, 0.5 uncertain, 0 negative)."""
+    uncertain = 0.0 if certain else _UNCERTAIN_FRACTION
     strength = {}
-    for name, prevalence in _PREVALENCE.items():
+    for name, rate in prevalence.items():
         draw = rng.random()
-        uncertain = 0.0 if certain else _UNCERTAIN_FRACTION
-        strength[name] = 1.0 if draw < prevalence else 0.5 if draw < prevalence + uncertain else 0.0
-    # CheXpert's labeller derives the parent observations from their children.
+        strength[name] = 1.0 if draw < rate else 0.5 if draw < rate + uncertain else 0.0
+    return strength
+
+
+def _flip_labels(strength: Mapping[str, float], flips: np.random.Generator, rate: float) -> dict[str, float]:
+    """Swap positive and negative of each certain finding with probability ``rate``; uncertain ones stay."""
+    flipped = flips.random(len(strength)) < rate  # drawn at every rate: the rate changes only which labels flip
+    return {
+        name: 1.0 - value if flip and value != 0.5 else value
+        for (name, value), flip in zip(strength.items(), flipped, strict=True)
+    }
+
+
+def _label_fields(strength: Mapping[str, float], rng: np.random.Generator, certain: bool) -> list[str]:
+    """The CSV label fields of a study's (labelled) findings, parents derived as CheXpert's labeller does."""
+    strength = dict(strength)
     strength["Enlarged Cardiomediastinum"] = strength["Cardiomegaly"]
     opacities = ("Edema", "Consolidation", "Atelectasis", "Pneumonia", "Lung Lesion")
     strength["Lung Opacity"] = max(strength[name] for name in opacities)
     normal = all(value == 0.0 for name, value in strength.items() if name != "Support Devices")
+    blank = rng.random(len(OBSERVATIONS)) < _BLANK_FRACTION  # drawn for every study, so flips leave the images alone
     fields = []
-    for name in OBSERVATIONS:
+    for name, unmentioned in zip(OBSERVATIONS, blank, strict=True):
         if name == "No Finding":
             fields.append("1.0" if normal else "0.0" if certain else "")
         elif strength[name] > 0:
             fields.append("1.0" if strength[name] == 1.0 else "-1.0")
         else:
-            fields.append("" if not certain and rng.random() < _BLANK_FRACTION else "0.0")
-    return strength, fields
+            fields.append("" if not certain and unmentioned else "0.0")
+    return fields
 
 
 def _draw(
-    patient: _Patient, strength: dict[str, float], rng: np.random.Generator, size: int, lateral: bool
+    patient: _Patient, strength: dict[str, float], rng: np.random.Generator, size: int, lateral: bool, noise_std: float
 ) -> np.ndarray:
-    """Draw one radiograph in [0, 1]; y runs from -1 (top) to 1 (bottom), x from -1 (image left) to 1."""
+    """Draw one radiograph in [0, 1] with cues scaled by ``strength``; y runs from -1 (top) to 1, x from -1 to 1."""
     y, x = np.mgrid[-1 : 1 : size * 1j, -1 : 1 : size * 1j] + rng.normal(0.0, 0.02, (2, 1, 1))
     width = patient.body_width + (0.04 if patient.sex == "Male" else 0.0)
     image = np.full((size, size), 0.05) + 0.45 * _ellipse(x, y, 0.0, 0.2, width, 1.1)
@@ -175,14 +251,14 @@ def _draw(
     image = image * (1 - heart) + 0.65 * heart
     if patient.sex == "Female" and not lateral:
         image += 0.06 * (_ellipse(x, y, -0.45 * width, 0.6, 0.3, 0.22) + _ellipse(x, y, 0.45 * width, 0.6, 0.3, 0.22))
-    fluid = lungs * (y > 0.3) * strength["Pleural Effusion"]
+    fluid = np.clip(lungs * (y > 0.3) * strength["Pleural Effusion"], 0.0, 1.0)
     image = image * (1 - fluid) + 0.6 * fluid
     cx, cy = rng.choice(centres) + rng.uniform(-0.1, 0.1), rng.uniform(-0.2, 0.3)
     image += lungs * 0.3 * strength["Consolidation"] * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * 0.12**2))
     cx, cy = rng.choice(centres) + rng.uniform(-0.1, 0.1), rng.uniform(-0.4, 0.2)
     image += 0.3 * strength["Lung Lesion"] * _ellipse(x, y, cx, cy, 0.06, 0.06)
     image += 0.35 * strength["Support Devices"] * (np.abs(x - 0.05 - 0.1 * y) < 1.5 / size) * (y < 0.2)  # a tube
-    image = image * rng.uniform(0.95, 1.05) + rng.normal(0.0, 0.02, image.shape)
+    image = image * rng.uniform(0.95, 1.05) + rng.normal(0.0, noise_std, image.shape)
     return np.clip(image, 0.0, 1.0)
 
 
