@@ -8,7 +8,8 @@ medunlearn register --model_path models/unlearned_salun.pt --name NAME
 medunlearn verify-certificate CERT MODEL --bundle NAME --forget_request_file FILE [--key value ...]
 medunlearn report --experiment NAME [--output report.html]
 medunlearn ulira BUNDLE --strategies rl,salun [--shadow_pairs 2] [--key value ...]
-medunlearn protocol BUNDLE [--strategies rl,salun] [--seeds 0,1,2] [--forget_fractions 0.1,0.5] [--key value ...]
+medunlearn protocol BUNDLE [--strategies rl,salun] [--seeds 0,1,2] [--forget_fractions 0.1,0.5]
+    [--ulira_shadow_pairs 2] [--key value ...]
 medunlearn difficulty BUNDLE --strategies rl,salun [--fraction 0.1] [--key value ...]
 medunlearn tune BUNDLE --strategy NAME [--n_trials 8] [--seed 0] [--search "{...}"]
     [--mode per_request|per_bundle] [--tuning_seed 12345] [--amortise_over 100] [--key value ...]
@@ -180,12 +181,14 @@ class Commands:
         forget_fractions: str | float | Sequence[float] = (0.1,),
         work_dir: str | None = None,
         train_epochs: int | None = None,
+        ulira_shadow_pairs: int = 0,
         **overrides: Any,
     ) -> str:
         """Several seeds of original, exact retraining, a second retraining (the noise floor) and every strategy,
         evaluated and aggregated as mean ± std; re-running the same command resumes where it stopped.
 
-        The first forget fraction is the headline; ``--train_epochs`` sets the original and retrained models' epochs.
+        The first forget fraction is the headline; ``--train_epochs`` sets the original and retrained models' epochs;
+        ``--ulira_shadow_pairs K`` (K >= 2) adds U-LiRA AUCs, the noise floor's included, on the headline fraction.
         """
         result = studies.run_protocol(
             bundle,
@@ -194,6 +197,7 @@ class Commands:
             [float(fraction) for fraction in _names(forget_fractions)],
             work_dir,
             train_epochs,
+            ulira_shadow_pairs,
             **overrides,
         )
         return f"{format_summary(result)}\n\nMLflow run {result.run_id} (workflow=protocol)."

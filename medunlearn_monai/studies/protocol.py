@@ -9,6 +9,11 @@ scored against the first, is the **noise floor**, the smallest Avg. Gap (and att
 can honestly reach. Differences between methods smaller than the spread over seeds, or gaps below
 the floor, are no differences.
 
+When asked (``ulira_shadow_pairs`` = K >= 2), the headline fraction of every seed also gets K U-LiRA
+shadow pairs (original, retrained, noise-floor retraining and every strategy with seeds
+``s + SHADOW_SEED_OFFSET + k``, on the same request): each strategy's U-LiRA AUC against the retrained
+target, and the noise floor's, the AUC the attack reaches between two exact retrainings with K shadows.
+
 Everything runs through the bundle's own workflows (:func:`medunlearn_monai.workflows.run_workflow`) as
 MLflow child runs of one ``workflow=protocol`` run, which logs the aggregate table. A ledger in the work
 folder records every finished step with the overrides it ran with, so re-running the same command skips
@@ -39,13 +44,16 @@ from medunlearn_monai.studies.protocol_plots import (
     gap_versus_speedup,
     test_accuracy_versus_fraction,
 )
+from medunlearn_monai.studies.ulira import ulira_aucs
 from medunlearn_monai.workflows import config_files, config_value
 from medunlearn_monai.workflows import strategies as bundle_strategies
 
 NOISE_SEED_OFFSET = 1000
+SHADOW_SEED_OFFSET = 100  # U-LiRA shadow pair k of seed s trains with seed s + 100 + k
 ORIGINAL = "original"
 LEDGER = "protocol_ledger.json"
 NOISE = "retrained_noise"  # the noise floor's model file, beside the first retraining
+ULIRA = "ulira"  # the U-LiRA shadow pairs' folder, inside the headline fraction's
 # Overrides the protocol sets per step; ``forget_where`` (e.g. women only) stays and shapes every request.
 PER_STEP_KEYS = ("seed", "data_seed", "model_dir", "forget_fraction", "output_model", "model_path")
 # Overrides that change between invocations of the same protocol and so are not part of a step's identity.
@@ -65,6 +73,7 @@ ROW_METRICS = (
     "test_auc_gap",
     "test_auc_female",
     "test_auc_male",
+    "ulira_auc",
 )
 
 
@@ -120,6 +129,7 @@ def run_protocol(
     forget_fractions: Sequence[float] = (0.1,),
     work_dir: str | Path | None = None,
     train_epochs: int | None = None,
+    ulira_shadow_pairs: int = 0,
     **overrides: Any,
 ) -> ProtocolResult:
     """Run the protocol for ``bundle``; the first forget fraction is the main one (the headline row).
@@ -132,13 +142,17 @@ def run_protocol(
         work_dir: where models go (default ``<model_dir>/protocol``); keep it to resume.
         train_epochs: epochs of the original and retrained models (default: the bundle's ``max_epochs``); the
             strategies keep their own epochs.
+        ulira_shadow_pairs: K U-LiRA shadow pairs per seed on the headline fraction (0: no U-LiRA; else >= 2).
         **overrides: bundle overrides for every workflow (dataset_dir, data_file, num_classes, batch_size,
             experiment_name, forget_where, ...). ``seed``, ``model_dir`` and the forget fraction are set per step.
 
     Raises:
-        StudyError: for no seeds, repeated seeds or fractions, a fraction outside (0, 1), or an unknown strategy.
+        StudyError: for no seeds, repeated seeds or fractions, a fraction outside (0, 1), an unknown strategy, or
+            a single shadow pair.
     """
     seeds, fractions = _checked_seeds(seeds), _checked_fractions(forget_fractions)
+    if ulira_shadow_pairs == 1 or ulira_shadow_pairs < 0:
+        raise StudyError(f"U-LiRA needs at least 2 shadow pairs (or 0 for none), got {ulira_shadow_pairs}.")
     available = bundle_strategies(bundle)
     chosen = list(strategies) if strategies else available
     unknown = [name for name in chosen if name not in available]
@@ -153,7 +167,7 @@ def run_protocol(
     steps = [
         replace(step, configs=config_digest(bundle, step.workflow, step.strategy))
         for seed in seeds
-        for step in protocol_steps(work, seed, fractions, chosen, base, train)
+        for step in protocol_steps(work, seed, fractions, chosen, base, train, ulira_shadow_pairs)
     ]
     tuning = {name: strategy_tuning(bundle, name, base) for name in chosen}
     params = {
@@ -162,6 +176,7 @@ def run_protocol(
         "forget_fractions": ",".join(map(str, fractions)),
         "noise_seed_offset": NOISE_SEED_OFFSET,
         "train_epochs": train_epochs or "bundle default",
+        "ulira_shadow_pairs": ulira_shadow_pairs,
     }
     started = time.perf_counter()
     with study_run(bundle, "protocol", overrides, params) as tracker:
@@ -185,6 +200,7 @@ def protocol_steps(
     strategies: Sequence[str],
     overrides: Mapping[str, Any],
     train: Mapping[str, Any],
+    shadow_pairs: int = 0,
 ) -> list[Step]:
     """The ordered steps of one seed: the original model, then per fraction retrain, unlearn and evaluate.
 
@@ -208,6 +224,7 @@ def protocol_steps(
                  {**shared, **train}, folder / "retrained.pt", original),
         ]  # fmt: skip
         evaluated = ["retrained", *(f"unlearned_{name}" for name in strategies), "model"]
+        shadows: list[Step] = []
         if fraction == fractions[0]:  # the noise floor of the headline fraction
             noise = {"seed": seed + NOISE_SEED_OFFSET, "data_seed": seed, "output_model": str(folder / f"{NOISE}.pt")}
             retrainings.append(
@@ -215,6 +232,10 @@ def protocol_steps(
                      "train", None, {**shared, **train, **noise}, folder / f"{NOISE}.pt", original)
             )  # fmt: skip
             evaluated.insert(1, NOISE)
+            for pair in range(1, shadow_pairs + 1):
+                shadows += _shadow_pair_steps(folder / ULIRA / f"pair_{pair}", f"{key}/ulira_pair_{pair}",
+                                              f"{tag}, U-LiRA shadow pair {pair}", seed + SHADOW_SEED_OFFSET + pair,
+                                              seed, strategies, shared, train)  # fmt: skip
         steps += [
             *retrainings,
             *(Step(f"{key}/unlearn_{name}", f"{tag}: unlearn with {name}", "unlearn", name, shared,
@@ -222,8 +243,40 @@ def protocol_steps(
             *(Step(f"{key}/evaluate_{model}", f"{tag}: evaluate {model}", "evaluate", None,
                    {**shared, "model_path": str(folder / f"{model}.pt")}, folder / f"{model}.pt", original)
               for model in evaluated),
+            *shadows,
         ]  # fmt: skip
     return steps
+
+
+def _shadow_pair_steps(
+    folder: Path,
+    key: str,
+    title: str,
+    shadow_seed: int,
+    seed: int,
+    strategies: Sequence[str],
+    request: Mapping[str, Any],
+    train: Mapping[str, Any],
+) -> list[Step]:
+    """One U-LiRA shadow pair: its own original, retraining, noise-floor retraining and strategies, all evaluated.
+
+    The shadow models train with ``shadow_seed`` (initialisation and data order) on the request of ``seed``.
+    """
+    shared = {**request, "seed": shadow_seed, "data_seed": seed, "model_dir": str(folder)}
+    original = {name: value for name, value in shared.items() if name not in ("forget_fraction", "data_seed")}
+    noise = {"seed": shadow_seed + NOISE_SEED_OFFSET, "output_model": str(folder / f"{NOISE}.pt")}
+    models = ["retrained", NOISE, *(f"unlearned_{name}" for name in strategies)]
+    return [
+        Step(f"{key}/original", f"{title}: train the original", "train", None, {**original, **train},
+             folder / "model.pt"),
+        Step(f"{key}/retrain", f"{title}: retrain", "train", None, {**shared, **train}, folder / "retrained.pt"),
+        Step(f"{key}/noise_floor", f"{title}: retrain again", "train", None, {**shared, **train, **noise},
+             folder / f"{NOISE}.pt"),
+        *(Step(f"{key}/unlearn_{name}", f"{title}: unlearn with {name}", "unlearn", name, shared,
+               folder / f"unlearned_{name}.pt") for name in strategies),
+        *(Step(f"{key}/evaluate_{model}", f"{title}: evaluate {model}", "evaluate", None,
+               {**shared, "model_path": str(folder / f"{model}.pt")}, folder / f"{model}.pt") for model in models),
+    ]  # fmt: skip
 
 
 def config_digest(bundle: str, workflow: str, strategy: str | None) -> str:
@@ -310,12 +363,15 @@ def method_rows(
         models[NOISE_FLOOR] = NOISE
     models |= {name: f"unlearned_{name}" for name in strategies}
     evaluations = {method: _evaluation(folder / f"{model}.pt") for method, model in models.items()}
+    ulira = ulira_by_method(folder, [name for name in models if name not in (ORIGINAL, RETRAIN)])
     retrain_seconds = float(read_json(record_path(folder / "retrained.pt"))["seconds"])
     rows = []
     for method, model in models.items():
         evaluation = evaluations[method]
         row: dict[str, Any] = {"seed": seed, "forget_fraction": fraction, "method": method}
         row |= {name: evaluation[name] for name in ROW_METRICS if name in evaluation}
+        if method in ulira:
+            row["ulira_auc"] = ulira[method]
         if method != ORIGINAL:
             seconds = float(read_json(record_path(folder / f"{model}.pt"))["seconds"])
             charge = tuning_charge(tuning.get(method, {}), retrain_seconds)
@@ -329,6 +385,20 @@ def method_rows(
             row["test_drop_vs_retrain"] = 100.0 * (evaluations[RETRAIN]["test_acc"] - evaluation["test_acc"])
         rows.append(row)
     return rows
+
+
+def ulira_by_method(folder: Path, methods: Sequence[str]) -> dict[str, float]:
+    """U-LiRA AUC of every method (the noise floor included) against the shadow pairs in ``folder/ulira``; {} if none.
+
+    The noise floor's AUC is the attack telling the second exact retraining from the first: with K shadow
+    pairs it is what the attack reads where there is nothing to find.
+    """
+    shadows = sorted((folder / ULIRA).glob("pair_*"))
+    if not shadows:
+        return {}
+    files = {NOISE_FLOOR: f"{NOISE}.pt"}
+    aucs = ulira_aucs(folder, shadows, methods, files)
+    return {method: aucs[f"ulira_auc_{method}"] for method in methods}
 
 
 def _evaluation(model: Path) -> dict[str, Any]:
@@ -404,6 +474,7 @@ def format_summary(result: ProtocolResult, fraction: float | None = None) -> str
         ("forget_acc", "forget acc", 100.0, 1),
         ("test_acc", "test acc", 100.0, 1),
         ("mia_loss_auc", "loss-attack AUC", 1.0, 3),
+        ("ulira_auc", "U-LiRA AUC", 1.0, 3),
     ]
     columns = [column for column in columns if any(f"{column[0]}_mean" in entry for entry in entries.values())]
     header = ["method", *(title for _, title, _, _ in columns)]
@@ -432,7 +503,7 @@ def _log_result(tracker: Any, result: ProtocolResult) -> None:
     main = result.summary[f"{result.fractions[0]:g}"]
     metrics = {"protocol_seconds": result.seconds}
     for method, entry in main.items():
-        for name in ("gap_to_retrain", "test_acc", "mia_loss_auc", "speedup_incl_tuning"):
+        for name in ("gap_to_retrain", "test_acc", "mia_loss_auc", "ulira_auc", "speedup_incl_tuning"):
             if entry.get(f"{name}_mean") is not None:
                 metrics[f"{method}_{name}_mean"] = entry[f"{name}_mean"]
     tracker.log_metrics(metrics)

@@ -11,7 +11,7 @@ told from exact retraining; 1.0 means every forget example gives it away.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,21 +101,29 @@ def _train_shadow_pair(
         children.run(f"shadow pair {pair}: evaluate {model}", "evaluate", **shared, **request, model_path=model_path)
 
 
-def ulira_aucs(target_dir: Path, shadow_dirs: Sequence[Path], strategies: Sequence[str]) -> dict[str, float]:
+def ulira_aucs(
+    target_dir: Path,
+    shadow_dirs: Sequence[Path],
+    strategies: Sequence[str],
+    model_files: Mapping[str, str] | None = None,
+) -> dict[str, float]:
     """``ulira_auc_<strategy>`` of the evaluated target models in ``target_dir`` against trained shadow pairs.
 
-    Each folder holds ``retrained.pt`` and ``unlearned_<strategy>.pt`` with their per-item scores.
+    Each folder holds ``retrained.pt`` and, per strategy, ``unlearned_<strategy>.pt`` (or the file named in
+    ``model_files``) with their per-item scores.
 
     Raises:
         StudyError: when a model was not evaluated or was evaluated on other forget items.
     """
+    model_files = model_files or {}
     retrained_target = split_scores(target_dir / "retrained.pt", "forget")
     forget_subjects = retrained_target["subject_sha256"]
     retrained_shadows = _confidences(shadow_dirs, "retrained.pt", forget_subjects)
     results = {}
     for name in strategies:
-        target = split_scores(target_dir / f"unlearned_{name}.pt", "forget", forget_subjects)
-        unlearned_shadows = _confidences(shadow_dirs, f"unlearned_{name}.pt", forget_subjects)
+        model_file = model_files.get(name, f"unlearned_{name}.pt")
+        target = split_scores(target_dir / model_file, "forget", forget_subjects)
+        unlearned_shadows = _confidences(shadow_dirs, model_file, forget_subjects)
         unlearned_scores = ulira_scores(np.asarray(target["confidence"]), unlearned_shadows, retrained_shadows)
         retrained_scores = ulira_scores(
             np.asarray(retrained_target["confidence"]), unlearned_shadows, retrained_shadows

@@ -12,11 +12,12 @@ import pytest
 from medunlearn_monai import tracking, workflows
 from medunlearn_monai.cli import main
 from medunlearn_monai.data.synthetic import write_synthetic_tissuemnist
-from medunlearn_monai.model_io import evaluation_path, read_json, record_path, write_json
+from medunlearn_monai.model_io import evaluation_path, item_scores_path, read_json, record_path, write_json
 from medunlearn_monai.studies import run_protocol
 from medunlearn_monai.studies._runs import StudyError
 from medunlearn_monai.studies.protocol import (
     NOISE_FLOOR,
+    SHADOW_SEED_OFFSET,
     method_rows,
     protocol_steps,
     summarise,
@@ -82,6 +83,55 @@ def test_noise_floor_step_keeps_the_request_and_changes_only_the_seed(tmp_path):
     assert order.index(f"{folder}/evaluate_retrained") < order.index(f"{folder}/evaluate_unlearned_rl")
 
 
+def test_ulira_shadow_pairs_retrain_on_the_headline_request_with_their_own_seeds(tmp_path):
+    steps = {
+        step.key: step
+        for step in protocol_steps(tmp_path, 2, [0.25, 0.5], ["rl"], {"batch_size": 8}, {"max_epochs": 3}, 2)
+    }
+    pairs = {key for key in steps if "/ulira_pair_" in key}
+    assert pairs and all(key.startswith("seed_2/forget_0.25/ulira_pair_") for key in pairs)  # headline only
+    for pair in (1, 2):
+        key = f"seed_2/forget_0.25/ulira_pair_{pair}"
+        shadow_seed = 2 + SHADOW_SEED_OFFSET + pair
+        original, retrain, noise = (steps[f"{key}/{name}"] for name in ("original", "retrain", "noise_floor"))
+        assert original.overrides["seed"] == retrain.overrides["seed"] == shadow_seed
+        assert "forget_fraction" not in original.overrides and original.overrides["max_epochs"] == 3
+        assert retrain.overrides["forget_fraction"] == 0.25 and retrain.overrides["data_seed"] == 2
+        assert noise.overrides["seed"] == shadow_seed + 1000 and noise.overrides["data_seed"] == 2
+        unlearn = steps[f"{key}/unlearn_rl"]
+        assert unlearn.overrides["seed"] == shadow_seed and "max_epochs" not in unlearn.overrides
+        assert unlearn.overrides["model_dir"] == str(tmp_path / "seed_2" / "forget_0.25" / "ulira" / f"pair_{pair}")
+        assert {f"{key}/evaluate_{name}" for name in ("retrained", "retrained_noise", "unlearned_rl")} <= set(steps)
+
+
+def _scores(model: Path, confidence: list[float]) -> None:
+    subjects = [f"s{index}" for index in range(len(confidence))]
+    split = {"subject_sha256": subjects, "confidence": confidence, "loss": [0.0] * len(confidence)}
+    write_json(item_scores_path(model), {"forget_request_sha256": "r", "splits": {"forget": split}})
+
+
+def test_method_rows_carry_ulira_aucs_of_the_strategies_and_the_noise_floor(tmp_path):
+    """Shadow pairs where unlearned models stay confident (0.9) and retrained ones do not (0.3): a target that
+    stays confident is caught (AUC 1); a second retraining looks like the first (AUC 0.5, no signal)."""
+    _model(tmp_path, "model", {"test_acc": 0.80})
+    _model(tmp_path, "retrained", {"test_acc": 0.78}, seconds=100.0)
+    _model(tmp_path, "retrained_noise", {"test_acc": 0.77, "gap_to_retrain": 1.0}, seconds=100.0)
+    _model(tmp_path, "unlearned_rl", {"test_acc": 0.75, "gap_to_retrain": 3.0}, seconds=10.0)
+    retrained = [0.30, 0.32, 0.28, 0.31]
+    _scores(tmp_path / "retrained.pt", retrained)
+    _scores(tmp_path / "retrained_noise.pt", retrained)
+    _scores(tmp_path / "unlearned_rl.pt", [0.90, 0.91, 0.89, 0.92])
+    for pair, shift in ((1, 0.01), (2, -0.01)):
+        folder = tmp_path / "ulira" / f"pair_{pair}"
+        folder.mkdir(parents=True)
+        for name, confidence in (("retrained", 0.3), ("retrained_noise", 0.3), ("unlearned_rl", 0.9)):
+            _scores(folder / f"{name}.pt", [confidence + shift + 0.01 * item for item in range(4)])
+    rows = {row["method"]: row for row in method_rows(tmp_path, 0, 0.1, ["rl"])}
+    assert rows["rl"]["ulira_auc"] == pytest.approx(1.0)
+    assert rows[NOISE_FLOOR]["ulira_auc"] == pytest.approx(0.5)  # identical confidences: ties all round
+    assert "ulira_auc" not in rows["retrain"] and "ulira_auc" not in rows["original"]
+
+
 @pytest.mark.parametrize(
     "arguments, message",
     [
@@ -91,6 +141,7 @@ def test_noise_floor_step_keeps_the_request_and_changes_only_the_seed(tmp_path):
         ({"forget_fractions": [1.0]}, "between 0 and 1"),
         ({"strategies": ["nope"]}, "unknown strategies nope"),
         ({"forget_request_file": "request.txt"}, "random request per seed"),
+        ({"ulira_shadow_pairs": 1}, "at least 2 shadow pairs"),
     ],
 )
 def test_bad_protocol_arguments_fail_before_any_run(arguments, message):

@@ -43,7 +43,7 @@ _LATERAL_FRACTION = 0.2
 _AGE_RANGE = (18, 90)
 _JPEG_QUALITY = 90
 # Default difficulty: the bundle's original model reaches a test AUC of about 0.8 at the benchmark's size.
-CUE_STRENGTH = 0.35
+CUE_STRENGTH = 0.25
 NOISE_STD = 0.05
 LABEL_NOISE = 0.05
 FEMALE_PREVALENCE = 0.35
