@@ -42,7 +42,8 @@ _BLANK_FRACTION = 0.5  # of the negative labels: "not mentioned" rather than "0.
 _LATERAL_FRACTION = 0.2
 _AGE_RANGE = (18, 90)
 _JPEG_QUALITY = 90
-# Default difficulty: the bundle's original model reaches a test AUC of about 0.8 at the benchmark's size.
+# Default difficulty: at the benchmark's size (240 patients, 48 px, 20 epochs) the bundle's original model reached a
+# test AUC of 0.88 for generator seeds 0 and 1 (1.00 with cue_strength 1, noise_std 0.02 and no label noise).
 CUE_STRENGTH = 0.25
 NOISE_STD = 0.05
 LABEL_NOISE = 0.05
