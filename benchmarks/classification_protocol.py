@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _loop_time import loop_seconds
 from _report import add_results_dir, machine, markdown_table
 from synthetic_arm import SYNTHETIC_SIZES, write_synthetic_arm
 
@@ -82,7 +83,7 @@ def _stat(entry: Mapping[str, Any], metric: str, suffix: str) -> float | None:
     return None if value is None else float(value)
 
 
-def arm_report(result: ProtocolResult, data: str, sizes: Mapping[str, int]) -> dict[str, Any]:
+def arm_report(result: ProtocolResult, data: str, sizes: Mapping[str, int], work: Path) -> dict[str, Any]:
     """One arm in the results file's shape: noise floor, methods at the headline fraction, the sweep."""
     main = result.summary[f"{result.fractions[0]:g}"]
     floor = main.get(NOISE_FLOOR, {})
@@ -136,7 +137,7 @@ def arm_report(result: ProtocolResult, data: str, sizes: Mapping[str, int]) -> d
             name: {key: result.tuning.get(name, {}).get(key) for key in ("amortised_over", "tuning_run")}
             for name in result.strategies
         },
-        "protocol_seconds": result.seconds,
+        "loop_seconds": loop_seconds(work),
         "mlflow_run_id": result.run_id,
     }
 
@@ -184,8 +185,8 @@ def arm_markdown(arm: str, report: Mapping[str, Any]) -> str:
         f"## {arm}: {report['data']}\n\n"
         f"{report['images']} images (train {splits['train']}, val {splits['val']}, test {splits['test']}); seeds "
         f"{', '.join(map(str, report['seeds']))}; forget {report['headline_forget_fraction']:.0%} of the training "
-        f"subjects; mean ± std over seeds; protocol time {report['protocol_seconds'] / 60:.0f} min (resumed runs "
-        "count only their own part).\n\n"
+        f"subjects; mean ± std over seeds; training and unlearning loops of all its models together: "
+        f"{report.get('loop_seconds', float('nan')) / 60:.0f} min (evaluations and start-up not included).\n\n"
         f"{markdown_table(rows, columns, lambda key, value: value or '-')}\n\n"
         "Forget-set size: Avg. Gap / test-accuracy drop against the retrained model (points, mean over seeds); "
         "for `retrain` the cell is its test accuracy.\n\n"
@@ -256,7 +257,7 @@ def main() -> None:
             model_dir=str(work / "models"),
             **overrides,
         )
-        write_report(options.results_dir, {options.arm: arm_report(result, data, sizes)})
+        write_report(options.results_dir, {options.arm: arm_report(result, data, sizes, work / "protocol")})
         save_plots(options.results_dir, options.arm, result)
         print(f"{options.arm}: {count} of {len(seeds)} seeds written to {options.results_dir / NAME}.json", flush=True)
 
