@@ -38,7 +38,7 @@ from medunlearn_monai.studies.protocol_plots import (
 )
 
 BUNDLE = "tissuemnist_resnet_classification"
-STRATEGIES = ("ft", "ga", "neggrad_plus", "rl", "salun")
+STRATEGIES = ("ft", "ga", "neggrad_plus", "rl", "salun", "scrub", "l1_sparse", "ssd", "rum", "rl_stop", "salun_stop")
 SEEDS = (0, 1, 2)
 FRACTIONS = (0.1, 0.01, 0.25, 0.5)  # the first is the headline fraction and gets the noise floor
 BREASTMNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "breastmnist.npz"
@@ -50,6 +50,8 @@ METHOD_METRICS = {
     "forget_acc": "forget_acc",
     "test_acc": "test_acc",
     "mia_loss_auc": "mia_loss_auc",
+    "ulira_auc": "ulira_auc",
+    "probe_forget_acc": "probe_forget_acc",
 }
 
 
@@ -61,6 +63,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--fractions", default=",".join(map(str, FRACTIONS)), help="the first is the headline")
     parser.add_argument("--train_epochs", type=int, default=None, help="smoke runs only (default: the bundle's)")
+    parser.add_argument("--ulira_shadow_pairs", type=int, default=0, help="K U-LiRA shadow pairs per seed (0: none)")
     add_results_dir(parser)
     return parser.parse_args()
 
@@ -83,7 +86,9 @@ def _stat(entry: Mapping[str, Any], metric: str, suffix: str) -> float | None:
     return None if value is None else float(value)
 
 
-def arm_report(result: ProtocolResult, data: str, sizes: Mapping[str, int], work: Path) -> dict[str, Any]:
+def arm_report(
+    result: ProtocolResult, data: str, sizes: Mapping[str, int], work: Path, ulira_shadow_pairs: int
+) -> dict[str, Any]:
     """One arm in the results file's shape: noise floor, methods at the headline fraction, the sweep."""
     main = result.summary[f"{result.fractions[0]:g}"]
     floor = main.get(NOISE_FLOOR, {})
@@ -92,7 +97,6 @@ def arm_report(result: ProtocolResult, data: str, sizes: Mapping[str, int], work
         entry = main.get(name, {})
         methods[name] = {f"{key}_{suffix}": _stat(entry, metric, suffix)
                          for key, metric in METHOD_METRICS.items() for suffix in ("mean", "std")}  # fmt: skip
-        methods[name]["ulira_auc_mean"] = None  # U-LiRA needs shadow models per request: not run here
     sweep = {
         fraction: {
             name: {
@@ -128,8 +132,11 @@ def arm_report(result: ProtocolResult, data: str, sizes: Mapping[str, int], work
             "retain_acc_mean": _stat(floor, "retain_acc", "mean"),
             "forget_acc_mean": _stat(floor, "forget_acc", "mean"),
             "test_acc_mean": _stat(floor, "test_acc", "mean"),
-            "ulira_auc_mean": None,
+            "probe_forget_acc_mean": _stat(floor, "probe_forget_acc", "mean"),
+            "ulira_auc_mean": _stat(floor, "ulira_auc", "mean"),
+            "ulira_auc_std": _stat(floor, "ulira_auc", "std"),
         },
+        "ulira_shadow_pairs": ulira_shadow_pairs,
         "methods": methods,
         "references": references,
         "forget_fraction_sweep": sweep,
@@ -154,7 +161,9 @@ def arm_markdown(arm: str, report: Mapping[str, Any]) -> str:
     rows = [{"method": "noise floor (retrain vs retrain)", "gap": _pm(floor["gap_mean"], floor["gap_std"]),
              "speedup": "1", "retain": _pm(floor["retain_acc_mean"], None, 100, 1),
              "forget": _pm(floor["forget_acc_mean"], None, 100, 1), "test": _pm(floor["test_acc_mean"], None, 100, 1),
-             "mia": _pm(floor["mia_loss_auc_mean"], floor["mia_loss_auc_std"], digits=3)}]  # fmt: skip
+             "mia": _pm(floor["mia_loss_auc_mean"], floor["mia_loss_auc_std"], digits=3),
+             "probe": _pm(floor.get("probe_forget_acc_mean"), None, 100, 1),
+             "ulira": _pm(floor.get("ulira_auc_mean"), floor.get("ulira_auc_std"), digits=3)}]  # fmt: skip
     for name, entry in {**report["references"], **report["methods"]}.items():
         rows.append(
             {
@@ -165,11 +174,13 @@ def arm_markdown(arm: str, report: Mapping[str, Any]) -> str:
                 "forget": _pm(entry["forget_acc_mean"], entry["forget_acc_std"], 100, 1),
                 "test": _pm(entry["test_acc_mean"], entry["test_acc_std"], 100, 1),
                 "mia": _pm(entry["mia_loss_auc_mean"], entry["mia_loss_auc_std"], digits=3),
+                "probe": _pm(entry.get("probe_forget_acc_mean"), entry.get("probe_forget_acc_std"), 100, 1),
+                "ulira": _pm(entry.get("ulira_auc_mean"), entry.get("ulira_auc_std"), digits=3),
             }
         )
     columns = [("method", "method"), ("gap", "Avg. Gap"), ("speedup", "speedup (tuning amortised)"),
                ("retain", "retain acc %"), ("forget", "forget acc %"), ("test", "test acc %"),
-               ("mia", "loss-attack AUC")]  # fmt: skip
+               ("mia", "loss-attack AUC"), ("probe", "probe forget acc %"), ("ulira", "U-LiRA AUC")]  # fmt: skip
     sweep = report["forget_fraction_sweep"]
     fractions = list(sweep)
     sweep_rows = [
@@ -185,13 +196,18 @@ def arm_markdown(arm: str, report: Mapping[str, Any]) -> str:
         f"## {arm}: {report['data']}\n\n"
         f"{report['images']} images (train {splits['train']}, val {splits['val']}, test {splits['test']}); seeds "
         f"{', '.join(map(str, report['seeds']))}; forget {report['headline_forget_fraction']:.0%} of the training "
-        f"subjects; mean ± std over seeds; training and unlearning loops of all its models together: "
+        f"subjects; U-LiRA: {_ulira_text(report.get('ulira_shadow_pairs', 0))}; mean ± std over seeds; training and "
+        "unlearning loops of all its models together: "
         f"{report.get('loop_seconds', float('nan')) / 60:.0f} min (evaluations and start-up not included).\n\n"
         f"{markdown_table(rows, columns, lambda key, value: value or '-')}\n\n"
         "Forget-set size: Avg. Gap / test-accuracy drop against the retrained model (points, mean over seeds); "
         "for `retrain` the cell is its test accuracy.\n\n"
         f"{markdown_table(sweep_rows, sweep_columns, lambda key, value: value or '-')}\n"
     )
+
+
+def _ulira_text(pairs: int) -> str:
+    return f"{pairs} shadow pairs per seed" if pairs else "not run"
 
 
 def _sweep_cell(entry: Mapping[str, Any]) -> str:
@@ -207,6 +223,12 @@ def write_report(results_dir: Path, arms: Mapping[str, Any]) -> None:
     with open(results_dir / f".{NAME}.lock", "w") as lock:  # the two arms run side by side
         fcntl.flock(lock, fcntl.LOCK_EX)
         report = json.loads(path.read_text()) if path.is_file() else {"arms": {}}
+        for arm, entry in arms.items():  # fractions not re-run this time keep their earlier sweep
+            earlier = report["arms"].get(arm, {}).get("forget_fraction_sweep", {})
+            entry["forget_fraction_sweep"] = {**earlier, **entry["forget_fraction_sweep"]}
+            entry["forget_fraction_sweep"] = dict(
+                sorted(entry["forget_fraction_sweep"].items(), key=lambda x: float(x[0]))
+            )
         report["arms"].update(arms)
         report["machine"] = machine()
         path.write_text(json.dumps(report, indent=2))
@@ -221,7 +243,12 @@ def write_report(results_dir: Path, arms: Mapping[str, Any]) -> None:
         "The noise floor is a second exact retraining (seed + 1000, same request and data) scored against the "
         "first: a gap at or below it is as close to retraining as retraining is to itself, and differences "
         "within one standard deviation are no differences. The loss-attack AUC is a lower bound on leakage, "
-        "not proof of its absence; U-LiRA was not run in this protocol (`ulira_auc_mean` is null). "
+        "not proof of its absence, and so is the U-LiRA AUC (per-example likelihood-ratio attack with K shadow "
+        "pairs per seed, K stated per arm; null where not run); the noise floor's U-LiRA AUC is what the attack "
+        "reads between two exact retrainings. The probe forget accuracy is a logistic-regression probe on the "
+        "frozen penultimate features (fit on retain and validation items), scored on the forget items: compare it"
+        " with `retrain`'s. Methods added later (scrub, l1_sparse, ssd, rum, rl_stop, salun_stop) ran at the "
+        "headline fraction only; the forget-size sweep holds the methods it was run with. "
         "BreastMNIST: MedMNIST v2 (Yang et al., Scientific Data 2023), from Al-Dhabyani et al., Data in "
         "Brief 2020.\n\n" + "\n".join(sections)
     )
@@ -253,11 +280,13 @@ def main() -> None:
             [float(fraction) for fraction in options.fractions.split(",")],
             work / "protocol",
             options.train_epochs,
+            options.ulira_shadow_pairs,
             experiment_name=f"protocol-{options.arm}",
             model_dir=str(work / "models"),
             **overrides,
         )
-        write_report(options.results_dir, {options.arm: arm_report(result, data, sizes, work / "protocol")})
+        report = arm_report(result, data, sizes, work / "protocol", options.ulira_shadow_pairs)
+        write_report(options.results_dir, {options.arm: report})
         save_plots(options.results_dir, options.arm, result)
         print(f"{options.arm}: {count} of {len(seeds)} seeds written to {options.results_dir / NAME}.json", flush=True)
 

@@ -200,7 +200,7 @@ def test_without_a_retrained_reference_the_tradeoff_is_minimised(tuned, monkeypa
     [
         ("nope", {}, ValueError, "unlearn needs --strategy, one of ft, ga, neggrad_plus, rl, salun, sisa; got 'nope'"),
         ("rl", {"search": {"saliency_ratio": [0.1, 0.5]}}, SearchSpaceError, "'rl' does not declare 'saliency_ratio'"),
-        ("rl", {"search": {"temperature": 2.0}}, SearchSpaceError, "unknown hyperparameter 'temperature'"),
+        ("rl", {"search": {"warmup_epochs": 2.0}}, SearchSpaceError, "unknown hyperparameter 'warmup_epochs'"),
         ("rl", {"n_trials": 0}, TuningError, "positive integer"),
         ("rl", {"output_model": "x.pt"}, TuningError, "tune sets output_model itself"),
     ],

@@ -30,8 +30,10 @@ def test_multi_gpu_overrides_come_last_for_train_and_unlearn_only():
         config_files(BUNDLE, "evaluate", multi_gpu=True)
 
 
-def test_bundle_ships_the_five_strategies():
-    assert strategies(BUNDLE) == ["ft", "ga", "neggrad_plus", "rl", "salun"]
+def test_bundle_ships_its_strategies():
+    assert strategies(BUNDLE) == [
+        "ft", "ga", "l1_sparse", "neggrad_plus", "rl", "rl_stop", "rum", "salun", "salun_stop", "scrub", "ssd",
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -63,6 +63,8 @@ ROW_METRICS = (
     "retain_acc",
     "forget_acc",
     "test_acc",
+    "probe_forget_acc",
+    "probe_test_acc",
     "test_auc",
     "mia_efficacy",
     "mia_loss_auc",

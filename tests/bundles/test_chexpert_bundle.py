@@ -85,6 +85,7 @@ def test_per_sex_and_per_observation_metrics_reach_mlflow(pipeline):
     for run in evaluations:
         metrics = run.data.metrics
         assert {"retain_auc", "forget_auc", "test_auc", "mia_efficacy", "forget_auc_female"} <= metrics.keys()
+        assert 0 <= metrics["probe_forget_acc"] <= 1 and 0 <= metrics["probe_test_acc"] <= 1
         assert {"test_auc_female", "test_auc_male", "test_auc_gap", "retain_acc_male", "test_auc_cardiomegaly"} <= (
             metrics.keys()
         )

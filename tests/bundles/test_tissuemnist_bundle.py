@@ -59,6 +59,8 @@ def test_exact_retraining_forgets(pipeline):
     _, models, _, _ = pipeline
     original, retrained = evaluation(models, "model"), evaluation(models, "retrained")
     assert retrained["forget_acc"] < original["forget_acc"] - 0.1
+    # A probe on features that never saw the forget items recovers less of them than one on the original's.
+    assert retrained["probe_forget_acc"] < original["probe_forget_acc"] - 0.1
     assert original["forget_acc"] > original["test_acc"]  # the generalisation gap that makes forgetting measurable
 
 
@@ -76,6 +78,7 @@ def test_every_unlearned_model_is_scored_against_retraining(pipeline):
         assert metrics["unlearn_seconds"] > 0 and metrics["speedup_vs_retrain"] > 0
         assert 0 <= metrics["mia_efficacy"] <= 1
         assert 0 <= metrics["mia_loss_auc"] <= 1 and 0 <= metrics["mia_loss_tpr_at_0.1pct_fpr"] <= 1
+        assert 0 <= metrics["probe_forget_acc"] <= 1 and 0 <= metrics["probe_test_acc"] <= 1
 
 
 def test_per_item_scores_align_across_models_and_the_original_exposes_its_members(pipeline):
@@ -144,6 +147,8 @@ def test_mlflow_holds_every_run_finished_with_the_documented_names(pipeline):
         "gap_to_retrain",
         "unlearn_seconds",
         "speedup_vs_retrain",
+        "probe_forget_acc",
+        "probe_test_acc",
     } <= evaluate_salun.data.metrics.keys()
     artifacts = {entry.path for entry in client.list_artifacts(evaluate_salun.info.run_id)}
     assert {"config", "plots"} <= artifacts
