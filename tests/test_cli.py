@@ -58,8 +58,8 @@ def test_errors_become_one_message_and_exit_code_two(capsys):
     assert main(["run", "tissuemnist_resnet_classification", "unlearn", "--strategy", "magic"]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert error == [
-        "medunlearn: error: ValueError: unlearn needs --strategy, one of ft, ga, neggrad_plus, rl, salun, sisa; "
-        "got 'magic'."
+        "medunlearn: error: ValueError: unlearn needs --strategy, one of ft, ga, l1_sparse, neggrad_plus, rl, "
+        "rl_stop, rum, salun, salun_stop, scrub, ssd, sisa; got 'magic'."
     ]
 
 

@@ -27,28 +27,41 @@ Split = tuple[np.ndarray, np.ndarray]  # features (items x dims) and labels
 class LayerInputs:
     """Keeps what the layer named ``layer`` in ``network.named_modules()`` receives, at every forward pass.
 
+    A shard ensemble (a network whose ``members`` each have the layer, see
+    :class:`medunlearn_monai.sisa.ShardEnsemble`) is probed on its members' features side by side: one
+    item's row is the concatenation of what every member's layer received.
+
     Raises:
-        ValueError: when the network has no such layer.
+        ValueError: when the network (or one of its members) has no such layer.
     """
 
     def __init__(self, network: torch.nn.Module, layer: str):
-        try:
-            module = network.get_submodule(layer)
-        except AttributeError as error:
-            raise ValueError(f"the network has no layer {layer!r} to probe.") from error
-        self._batches: list[torch.Tensor] = []
-        module.register_forward_hook(self._keep)
+        members = getattr(network, "members", None)
+        networks = list(members) if isinstance(members, torch.nn.ModuleList) else [network]
+        self._batches: list[list[torch.Tensor]] = [[] for _ in networks]
+        for index, member in enumerate(networks):
+            try:
+                module = member.get_submodule(layer)
+            except AttributeError as error:
+                raise ValueError(f"the network has no layer {layer!r} to probe.") from error
+            module.register_forward_hook(self._keeper(index))
 
-    def _keep(self, module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        self._batches.append(inputs[0].detach().flatten(1).float().cpu())
+    def _keeper(self, index: int):
+        def keep(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            self._batches[index].append(inputs[0].detach().flatten(1).float().cpu())
+
+        return keep
 
     def clear(self) -> None:
         """Forget the inputs kept so far."""
-        self._batches = []
+        self._batches = [[] for _ in self._batches]
 
     def take(self) -> np.ndarray:
         """The inputs kept since the last clear or take, one row per item; clears them."""
-        features = torch.cat(self._batches).numpy() if self._batches else np.empty((0, 0), dtype=np.float32)
+        if not self._batches[0]:
+            self.clear()
+            return np.empty((0, 0), dtype=np.float32)
+        features = torch.cat([torch.cat(batches) for batches in self._batches], dim=1).numpy()
         self.clear()
         return features
 

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from medunlearn_monai.checkpoints import checkpoint_dir, latest_checkpoint
 from medunlearn_monai.model_io import evaluation_path, read_json, record_path, write_json
 from medunlearn_monai.studies._runs import ChildWorkflows, StudyError, study_run
 from medunlearn_monai.studies.protocol_plots import (
@@ -304,9 +305,20 @@ def _run_steps(bundle: str, tracker: Any, work: Path, steps: Sequence[Step]) -> 
             continue
         if step.original:
             _copy_original(step.original, Path(step.overrides["model_dir"]) / "model.pt")
-        children.run(step.title, step.workflow, step.strategy, **step.overrides)
+        children.run(step.title, step.workflow, step.strategy, **step.overrides, **_resume_if_interrupted(step))
         ledger[step.key] = step.signature()
         write_json(ledger_path, ledger)
+
+
+def _resume_if_interrupted(step: Step) -> dict[str, bool]:
+    """``resume=True`` for a training step that a killed protocol left checkpoints of, so it continues there.
+
+    Checkpoints refuse other settings (:class:`~medunlearn_monai.checkpoints.RunCheckpointer`), so a step
+    whose overrides changed since then fails with that message instead of mixing two runs.
+    """
+    if step.workflow == "evaluate" or latest_checkpoint(checkpoint_dir(step.output)) is None:
+        return {}
+    return {"resume": True}
 
 
 def _copy_original(original: Path, target: Path) -> None:

@@ -13,6 +13,7 @@ import medunlearn_monai.metrics.evaluation as evaluation_module
 from medunlearn_monai.metrics.evaluation import ClassificationEvaluation
 from medunlearn_monai.metrics.probe import LayerInputs, probe_accuracy
 from medunlearn_monai.model_io import read_item_scores, write_json
+from medunlearn_monai.sisa import ShardEnsemble
 
 CLASSES = 4
 SIDE = 8
@@ -154,3 +155,15 @@ def test_layer_inputs_are_the_penultimate_features_of_each_pass():
 def test_a_missing_layer_is_refused_by_name():
     with pytest.raises(ValueError, match="no layer 'head'"):
         LayerInputs(TinyClassifier(), "head")
+
+
+def test_a_shard_ensemble_is_probed_on_its_members_features_side_by_side():
+    ensemble, images = ShardEnsemble(TinyClassifier(), shards=3), torch.randn(4, 1, SIDE, SIDE)
+    for member in ensemble.members:  # the copies start identical; make each member's features its own
+        torch.nn.init.normal_(member.body[1].weight)
+    inputs = LayerInputs(ensemble, "fc")
+    with torch.no_grad():
+        ensemble(images[:1])
+        ensemble(images[1:])
+        expected = np.concatenate([member.body(images).numpy() for member in ensemble.members], axis=1)
+    assert np.allclose(inputs.take(), expected, atol=1e-6)
