@@ -34,7 +34,7 @@ def demo_steps(output_dir: Path, forget_fraction: float, strategies: Sequence[st
         *(models / f"unlearned_{name}.pt" for name in strategies),
     ]
     return [
-        ("train the original model", {"workflow": "train"}),
+        ("train the original model", {"workflow": "train", "overwrite": True}),  # the demo's folder, fresh data
         ("retrain without the forgotten subjects (exact unlearning)", {"workflow": "train", **request}),
         *[(f"unlearn with {name}", {"workflow": "unlearn", "strategy": name, **request}) for name in strategies],
         *[

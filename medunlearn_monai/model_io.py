@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
+from medunlearn_monai.checkpoints import as_flag
 from medunlearn_monai.safe_loading import UntrustedCheckpointError, load_weights
 from medunlearn_monai.tracking import engine_seconds, samples_seen
 
@@ -86,6 +87,22 @@ def check_writable(path: str | os.PathLike, source_model: str | os.PathLike | No
         raise NotADirectoryError(f"cannot write output model {path}: {folder} is a file, not a folder.")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise PermissionError(f"cannot write output model {path}: folder {folder} is not writable.")
+
+
+def check_replaceable(path: str | os.PathLike, overwrite: bool | str = False) -> None:
+    """Fail before any work when ``path`` already holds a model and ``overwrite`` is not set.
+
+    An original model is what every unlearned model, record and certificate beside it derives from, so a
+    second ``train`` in its folder must not replace it by accident.
+
+    Raises:
+        FileExistsError: when ``path`` is a file and ``overwrite`` is false.
+    """
+    if Path(path).is_file() and not as_flag(overwrite, "overwrite"):
+        raise FileExistsError(
+            f"{path} already holds a trained model: pass --overwrite true to replace it, "
+            "or train into another --model_dir."
+        )
 
 
 def check_weights_fit(network: torch.nn.Module, path: str | os.PathLike) -> None:

@@ -257,6 +257,12 @@ CASES = [
     Case("output_is_source_model", "tissuemnist", "unlearn --strategy rl", "is the source model",
          lambda s, f: {**_request(f, "r.txt", TISSUE_IDS[0]), "output_model": s.models("tissuemnist") / "model.pt"}),
     Case("output_under_a_file", "tissuemnist", "train", "is a file, not a folder", _model_dir_under_a_file),
+    Case("train_over_original", "tissuemnist", "train",
+         "already holds a trained model: pass --overwrite true to replace it",
+         lambda s, f: {"model_dir": s.models("tissuemnist")}),
+    Case("batch_larger_than_data", "tissuemnist", "train",
+         f"the training data holds {N_TRAIN} items, fewer than batch_size 64: the loader drops its last partial batch",
+         lambda s, f: {"batch_size": 64}),
     Case("sisa_too_many_shards", "tissuemnist", "train --strategy sisa",
          f"hold no training item: {N_TRAIN} items are too few for 100 shards; lower sisa_shards",
          lambda s, f: {"sisa_shards": 100}),
@@ -308,7 +314,10 @@ def _listing(*roots: Path) -> dict[str, tuple[int, int]]:
 
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_bad_input_fails_with_one_clear_line_and_writes_nothing(case, workspace, tmp_path, capsys):
-    overrides = {**_common(workspace, case.bundle, str(case)), **case.prepare(workspace, tmp_path)}
+    prepared = case.prepare(workspace, tmp_path)
+    overrides = {**_common(workspace, case.bundle, str(case)), **prepared}
+    if case.workflow.startswith("train") and "model_dir" not in prepared:
+        overrides["model_dir"] = tmp_path / "models"  # a training never replaces the workspace's original model
     bundle = "no_such_bundle" if case.name == "unknown_bundle" else BUNDLES[case.bundle]
     argv = ["run", bundle, *case.workflow.split(), *_flags(overrides)]
     store = f"http://127.0.0.1:{_closed_port()}" if case.name == "mlflow_unreachable" else workspace.store

@@ -1,3 +1,5 @@
+import pytest
+
 from medunlearn_monai.cli import format_table, main
 
 
@@ -52,6 +54,23 @@ def test_table_shows_percentages_points_and_factors():
     assert lines[3].split() == ["salun", "95.0", "72.0", "66.0", "40.0", "3.25", "6.00", "10.0x"]
     assert lines[4].split()[-3:] == ["-", "-", "-"]
     assert len({len(line) for line in lines}) == 1
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["--help"],
+        ["run", "--help"],
+        ["verify-certificate", "-h"],
+        ["protocol", "--help"],
+        ["run", "tissuemnist_resnet_classification", "train", "--max_epochs", "1", "--help"],
+    ],
+)
+def test_help_exits_zero_and_runs_nothing(capsys, tmp_path, arguments):
+    assert main(arguments) == 0
+    shown = capsys.readouterr()
+    assert "NAME" in shown.out + shown.err and "SYNOPSIS" in shown.out + shown.err
+    assert list(tmp_path.iterdir()) == []  # no workflow started: no MLflow store, no model
 
 
 def test_errors_become_one_message_and_exit_code_two(capsys):

@@ -305,20 +305,25 @@ def _run_steps(bundle: str, tracker: Any, work: Path, steps: Sequence[Step]) -> 
             continue
         if step.original:
             _copy_original(step.original, Path(step.overrides["model_dir"]) / "model.pt")
-        children.run(step.title, step.workflow, step.strategy, **step.overrides, **_resume_if_interrupted(step))
+        children.run(step.title, step.workflow, step.strategy, **step.overrides, **_rerun_settings(step))
         ledger[step.key] = step.signature()
         write_json(ledger_path, ledger)
 
 
-def _resume_if_interrupted(step: Step) -> dict[str, bool]:
-    """``resume=True`` for a training step that a killed protocol left checkpoints of, so it continues there.
+def _rerun_settings(step: Step) -> dict[str, bool]:
+    """What a step needs to run again in its own folder: ``resume`` after a kill, ``overwrite`` when stale.
 
-    Checkpoints refuse other settings (:class:`~medunlearn_monai.checkpoints.RunCheckpointer`), so a step
-    whose overrides changed since then fails with that message instead of mixing two runs.
+    A training step that a killed protocol left checkpoints of continues there (checkpoints refuse other
+    settings, see :class:`~medunlearn_monai.checkpoints.RunCheckpointer`, so a step whose overrides changed
+    fails with that message instead of mixing two runs). A training step whose model exists but that the
+    ledger does not hold as finished with these settings is stale: the protocol owns the folder and replaces it.
     """
-    if step.workflow == "evaluate" or latest_checkpoint(checkpoint_dir(step.output)) is None:
+    if step.workflow == "evaluate":
         return {}
-    return {"resume": True}
+    settings = {"resume": True} if latest_checkpoint(checkpoint_dir(step.output)) is not None else {}
+    if step.workflow == "train" and step.output.is_file():
+        settings["overwrite"] = True
+    return settings
 
 
 def _copy_original(original: Path, target: Path) -> None:

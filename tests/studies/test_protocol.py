@@ -18,7 +18,7 @@ from medunlearn_monai.studies._runs import StudyError
 from medunlearn_monai.studies.protocol import (
     NOISE_FLOOR,
     SHADOW_SEED_OFFSET,
-    _resume_if_interrupted,
+    _rerun_settings,
     method_rows,
     protocol_steps,
     summarise,
@@ -84,15 +84,17 @@ def test_noise_floor_step_keeps_the_request_and_changes_only_the_seed(tmp_path):
     assert order.index(f"{folder}/evaluate_retrained") < order.index(f"{folder}/evaluate_unlearned_rl")
 
 
-def test_a_training_killed_mid_run_resumes_from_its_checkpoints(tmp_path):
+def test_a_killed_training_resumes_and_a_stale_one_replaces_its_model(tmp_path):
     steps = {step.key: step for step in protocol_steps(tmp_path, 0, [0.25], ["rl"], {}, {})}
     retrain, evaluate = steps["seed_0/forget_0.25/retrain"], steps["seed_0/forget_0.25/evaluate_retrained"]
-    assert _resume_if_interrupted(retrain) == {}
+    assert _rerun_settings(retrain) == {}
     checkpoints = retrain.output.with_suffix(".checkpoints")
     checkpoints.mkdir(parents=True)
     (checkpoints / "checkpoint_3.pt").write_bytes(b"")
-    assert _resume_if_interrupted(retrain) == {"resume": True}
-    assert _resume_if_interrupted(evaluate) == {}  # evaluation keeps no checkpoints
+    assert _rerun_settings(retrain) == {"resume": True}
+    retrain.output.write_bytes(b"")  # a model the ledger does not hold as finished with these settings
+    assert _rerun_settings(retrain) == {"resume": True, "overwrite": True}
+    assert _rerun_settings(evaluate) == {}  # evaluation keeps no checkpoints and replaces no model
 
 
 def test_ulira_shadow_pairs_retrain_on_the_headline_request_with_their_own_seeds(tmp_path):
