@@ -36,7 +36,7 @@ from medunlearn_monai.workflows import bundle_dir, config_files
 
 DATASETS = ("Dataset", "CacheDataset", "PersistentDataset")
 LOADERS = (("DataLoader", 0), ("DataLoader", 2), ("ThreadDataLoader", 0))
-PROJECTED_EPOCHS = {"train": 100, "unlearn": 20}  # train.json and unlearn.json max_epochs
+PROJECTED_EPOCHS = {"train": 100, "unlearn": 20}  # train.json max_epochs, unlearn.json unlearn_epochs
 COLUMNS = (
     ("setup", "data set + loader"),
     ("setup_seconds", "set-up s"),

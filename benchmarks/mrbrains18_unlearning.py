@@ -81,7 +81,7 @@ def run_protocol(options: argparse.Namespace, work: Path) -> dict[str, Any]:
     for epochs in options.horizons:
         for name in options.strategies:
             path = models / f"unlearned_{name}_{epochs}.pt"
-            unlearning = {"max_epochs": epochs, "output_model": str(path)}
+            unlearning = {"unlearn_epochs": epochs, "output_model": str(path)}
             timed(f"unlearn {name} {epochs} epochs", "unlearn", name, **request, **unlearning)
             timed(f"evaluate {name} {epochs} epochs", "evaluate", **request, model_path=str(path))
             evaluated.append((name, epochs, path))

@@ -47,7 +47,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--forget_fraction", type=float, default=0.1, help="forget fraction of the size sweep")
     parser.add_argument("--forget_fractions", type=float, nargs="+", default=[0.01, 0.05, 0.1, 0.2])
     parser.add_argument("--forget_sweep_size", type=int, default=4000, help="training items of the forget sweep")
-    parser.add_argument("--epochs", type=int, default=1, help="max_epochs of train, retrain and every strategy")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs of training and of every strategy")
     parser.add_argument(
         "--shipped_unlearn_epochs", action="store_true", help="strategies keep their own epochs (2; GA 10)"
     )
@@ -67,7 +67,7 @@ def measure_size(options: argparse.Namespace, work: Path, train_items: int, frac
     models = work / "models"
     timer = WorkflowTimer(TISSUEMNIST, {**data, "model_dir": str(models), "experiment_name": EXPERIMENT})
     train = {"max_epochs": options.epochs}
-    unlearn = {} if options.shipped_unlearn_epochs else train
+    unlearn = {} if options.shipped_unlearn_epochs else {"unlearn_epochs": options.epochs}
     rows = []
     for number, fraction in enumerate(fractions):
         tag = f"_f{fraction:g}"

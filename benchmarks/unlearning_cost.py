@@ -105,7 +105,7 @@ def workload(bundle: str, options: argparse.Namespace, work: Path) -> dict[str, 
             "data": data,
             "request": {"forget_request_file": str(work / "request.txt")},
             "train": {"max_epochs": train_epochs, "val_interval": train_epochs},
-            "unlearn": {"max_epochs": unlearn_epochs},
+            "unlearn": {"unlearn_epochs": unlearn_epochs},
             "settings": {
                 "preset": options.mrbrains18_preset,
                 "subjects": options.mrbrains18_subjects,

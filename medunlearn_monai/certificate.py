@@ -4,27 +4,36 @@
 and holds no salt: the request appears as its salted SHA-256 (the salt stays with the deployment, see
 :func:`medunlearn_monai.forget.load_salt`) and the retained training data as the hash of its *retain manifest*.
 
-The retain manifest is the SHA-256 of the sorted identities of the retained training items, one per line. An item's
-identity is ``sha256(<salted subject SHA-256> NUL <item key>)``, where the item key is the image file path(s)
-relative to the bundle's ``dataset_dir`` (CheXpert, MRBrainS18) or, for images held in memory (MedMNIST), the
-SHA-256 of the array's dtype, shape and bytes. Relative paths keep the hash valid when the data moves; sorting
-makes it independent of the loader's order. Whoever holds the salt, the data and the request can rebuild it
-(``medunlearn verify-certificate``), and one forgotten item put back into the retained data changes it.
+The retain manifest is the SHA-256 of the sorted identities of the retained training items, one per line (an item's
+identity: :func:`medunlearn_monai.identities.item_identity`). Sorting makes it independent of the loader's order.
+Whoever holds the salt, the data and the request can rebuild it (``medunlearn verify-certificate``), and one
+forgotten item put back into the retained data changes it.
+
+The manifest says what the run *should* train on; ``consumed_items`` records what it *did*: the identities the
+trainer's batches carried (:func:`medunlearn_monai.identities.with_item_identities`), split by the ``forget`` flag.
+The run stops as soon as a batch holds an unflagged item outside the manifest, and the verifier checks the record
+against the manifest it rebuilds, so the check does not rest on the run's own word.
+
+A certificate also says what kind of erasure it certifies (``guarantee``): ``exact`` for retraining and SISA, whose
+weights never saw the forgotten subjects, ``approximate`` for every strategy that edits weights trained on them;
+an approximate certificate lists the evaluation evidence beside the model and what is still missing.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import os
 import platform
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import ignite
+import ignite.distributed as idist
 import mlflow
 import monai
 import monai.bundle
@@ -35,18 +44,58 @@ from mlflow.exceptions import MlflowException
 
 import medunlearn_monai
 from medunlearn_monai.forget import FORGET_KEY, SUBJECT_KEY, ForgetRequest, ForgetSplit, hash_subject
+from medunlearn_monai.identities import ITEM_IDENTITY_KEY, item_identity
 from medunlearn_monai.metrics.evaluation import REQUEST_KEY
 from medunlearn_monai.model_io import certificate_path, evaluation_path, file_sha256, read_json, read_record, write_json
 from medunlearn_monai.tracking import MLflowTracker
 from medunlearn_monai.workflows import bundle_dir, config_files
 
 logger = logging.getLogger(__name__)
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1 lacks guarantee and consumed_items; it is read, and fails their check
 ARTIFACT_DIR = "certificate"
 ITEM_IDENTITY = (
     "sha256(salted subject sha256 + NUL + item key); item key = image path(s) relative to dataset_dir, "
     "or sha256 of an in-memory image array's dtype, shape and bytes"
 )
+CONSUMED_ITEMS = (
+    "salted item identities read from the trainer's batches (SISA: also the slices of reused checkpoints, matched "
+    "by digest); learned = without the forget flag; learned_in_manifest = base64 bitmap over the sorted distinct "
+    "retain-manifest identities, most significant bit first, 1 = learned"
+)
+EXACT, APPROXIMATE = "exact", "approximate"
+EXACT_STRATEGIES = ("retrain", "sisa")
+GUARANTEES = {
+    EXACT: (
+        "The model was trained from scratch without the forgotten subjects' data (retraining, or SISA retraining "
+        "every shard that held them), so no weight was ever fitted to it."
+    ),
+    APPROXIMATE: (
+        "The model was edited from weights trained on the forgotten subjects' data, which reduces their influence "
+        "but does not provably remove it: only the evaluation evidence listed says how close it comes to exact "
+        "retraining."
+    ),
+}
+# Evidence an approximate certificate looks for in the model's evaluation: name -> (what it says, how to get it).
+EVIDENCE = {
+    "gap_to_retrain": (
+        "mean absolute difference from the exact counterpart over quality and attack scores, in points (0 = alike)",
+        "evaluate the exactly retrained model for this request, then this model",
+    ),
+    "mia_loss_auc": (
+        "AUC of a loss-threshold attack telling forgotten from test items (0.5 = a coin flip)",
+        "evaluate this model with retain, forget and test data",
+    ),
+    "mia_efficacy": (
+        "share of forgotten items a confidence attack judges non-members",
+        "evaluate this classifier with retain, forget and test data",
+    ),
+    "probe_forget_acc": (
+        "accuracy of a linear probe on the forgotten items from the model's features (retraining's is the target)",
+        "evaluate this classifier with a probe_loader (the classification bundles' evaluate.json has one)",
+    ),
+}
+CLASSIFIER_EVIDENCE = ("mia_efficacy", "probe_forget_acc")  # not measured for segmentation: never "missing" there
 
 
 class CertificateError(ValueError):
@@ -66,40 +115,39 @@ class RetainManifest:
         """How many of the request's subjects have an item in the manifest: 0 is the proof of erasure."""
         return len(self.subject_hashes & set(request.subject_hashes(salt)))
 
+    def bitmap(self, chosen: Iterable[str]) -> str:
+        """Base64 bitmap over the sorted distinct identities, most significant bit first: 1 for each chosen one."""
+        chosen = set(chosen)
+        bits = np.array([identity in chosen for identity in sorted(self.identities)], dtype=bool)
+        return base64.b64encode(np.packbits(bits).tobytes()).decode()
 
-def item_key(item: Mapping[str, Any], dataset_dir: str | os.PathLike) -> str:
-    """The stable key of one item's image: relative path(s) for files, a content digest for arrays.
+    def chosen(self, bitmap: str) -> list[str]:
+        """The identities a :meth:`bitmap` marks.
 
-    Raises:
-        TypeError: when the image is neither path(s) nor an array.
-    """
-    image = item["image"]
-    paths = [image] if isinstance(image, (str, os.PathLike)) else image
-    if isinstance(paths, (list, tuple)) and all(isinstance(path, (str, os.PathLike)) for path in paths):
-        root = os.path.abspath(dataset_dir)
-        return "|".join(Path(os.path.relpath(os.path.abspath(path), root)).as_posix() for path in paths)
-    if isinstance(image, (np.ndarray, torch.Tensor)):
-        array = np.ascontiguousarray(image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else image)
-        header = f"{array.dtype.str}{array.shape}".encode()
-        return hashlib.sha256(header + b"\x00" + array.tobytes()).hexdigest()
-    raise TypeError(f"cannot key an item whose image is a {type(image).__name__}; expected path(s) or an array.")
-
-
-def item_identity(item: Mapping[str, Any], salt: bytes, dataset_dir: str | os.PathLike) -> str:
-    """Salted identity of one item: its subject's salted hash joined with its :func:`item_key`, hashed."""
-    subject = hash_subject(item[SUBJECT_KEY], salt)
-    return hashlib.sha256(f"{subject}\x00{item_key(item, dataset_dir)}".encode()).hexdigest()
+        Raises:
+            ValueError: when ``bitmap`` is not base64 or was made over a manifest of another size.
+        """
+        ordered = sorted(self.identities)
+        packed = np.frombuffer(base64.b64decode(bitmap, validate=True), dtype=np.uint8)
+        if len(packed) != (len(ordered) + 7) // 8:
+            raise ValueError(f"a bitmap of {len(packed)} bytes does not cover a manifest of {len(ordered)} items.")
+        bits = np.unpackbits(packed)[: len(ordered)]
+        return [identity for identity, bit in zip(ordered, bits, strict=True) if bit]
 
 
 def retain_manifest(items: Sequence[Mapping[str, Any]], salt: bytes, dataset_dir: str | os.PathLike) -> RetainManifest:
     """The manifest of ``items`` (the retained training items of a request)."""
     identities = sorted(item_identity(item, salt, dataset_dir) for item in items)
     return RetainManifest(
-        sha256=hashlib.sha256("\n".join(identities).encode()).hexdigest(),
+        sha256=_digest(identities),
         items=len(items),
         subject_hashes=frozenset(hash_subject(item[SUBJECT_KEY], salt) for item in items),
         identities=frozenset(identities),
     )
+
+
+def _digest(sorted_identities: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(sorted_identities).encode()).hexdigest()
 
 
 def erasure_proof(
@@ -108,17 +156,19 @@ def erasure_proof(
     trained_items: Sequence[Mapping[str, Any]],
     salt: bytes,
     dataset_dir: str | os.PathLike,
+    manifest: RetainManifest | None = None,
 ) -> dict[str, Any]:
     """The request's hash, the data counts and the retain manifest, checked before anything is trained.
 
     ``trained_items`` are the items the run trains on; unlearning lists forget items among them, flagged
-    ``forget`` for the strategy's handlers. Every unflagged one must be in the retain manifest.
+    ``forget`` for the strategy's handlers. Every unflagged one must be in the retain manifest. ``manifest`` is
+    ``split.retain``'s when already built.
 
     Raises:
         CertificateError: when a forgotten subject has an item in the retained data, or the run would train
             normally on an item outside it.
     """
-    manifest = retain_manifest(split.retain, salt, dataset_dir)
+    manifest = manifest or retain_manifest(split.retain, salt, dataset_dir)
     forgotten = manifest.forgotten_subjects(request, salt)
     if forgotten:
         raise CertificateError(
@@ -150,6 +200,96 @@ def erasure_proof(
     }
 
 
+def batch_identities(batch: Any) -> tuple[list[str], list[bool]]:
+    """The salted item identities of one collated batch and their ``forget`` flags (all False when unflagged).
+
+    Raises:
+        CertificateError: when the batch carries no identities, or not one per flag.
+    """
+    if not isinstance(batch, Mapping) or ITEM_IDENTITY_KEY not in batch:
+        raise CertificateError(
+            f"the trainer's batches carry no '{ITEM_IDENTITY_KEY}': the training dataset's transform must start with "
+            "medunlearn_monai.identities.with_item_identities(...) for the certificate to record what the run learns."
+        )
+    identities = [str(identity) for identity in batch[ITEM_IDENTITY_KEY]]
+    flags = batch.get(FORGET_KEY)
+    forget = [False] * len(identities) if flags is None else torch.as_tensor(flags).reshape(-1).bool().tolist()
+    if len(forget) != len(identities):
+        raise CertificateError(f"a batch holds {len(identities)} item identities but {len(forget)} forget flags.")
+    return identities, forget
+
+
+class ConsumedItems:
+    """The items a trainer consumed, by salted identity, checked against the retain manifest as they come.
+
+    Args:
+        manifest: the retain manifest of the run's request.
+    """
+
+    def __init__(self, manifest: RetainManifest):
+        self.manifest = manifest
+        self.learned: set[str] = set()
+        self.forget_flagged: set[str] = set()
+        self.batches = 0
+
+    def add(self, identities: Sequence[str], forget_flags: Sequence[bool]) -> int:
+        """Record one batch; returns how many of its unflagged items are outside the manifest."""
+        self.batches += 1
+        learned = {identity for identity, flag in zip(identities, forget_flags, strict=True) if not flag}
+        self.learned |= learned
+        self.forget_flagged |= {identity for identity, flag in zip(identities, forget_flags, strict=True) if flag}
+        return len(learned - self.manifest.identities)
+
+    def section(self) -> dict[str, Any]:
+        """The certificate's ``consumed_items``: counts, the learned items' digest and their manifest bitmap."""
+        return {
+            "recorded": CONSUMED_ITEMS,
+            "batches": self.batches,
+            "processes_recorded": f"1 of {idist.get_world_size()}",
+            "learned_items": len(self.learned),
+            "learned_sha256": _digest(sorted(self.learned)),
+            "learned_in_manifest": self.manifest.bitmap(self.learned),
+            "learned_outside_manifest": len(self.learned - self.manifest.identities),
+            "forget_flagged_items": len(self.forget_flagged),
+        }
+
+
+def guarantee_of(strategy: str | None) -> str:
+    """``exact`` for retraining and SISA (their weights never saw the forgotten data), ``approximate`` otherwise."""
+    return EXACT if strategy in EXACT_STRATEGIES else APPROXIMATE
+
+
+def evaluation_evidence(model_path: str | os.PathLike, model_sha256: str, request_sha256: str) -> dict[str, Any]:
+    """The approximate-erasure evidence in the evaluation beside ``model_path`` (:data:`EVIDENCE`), and what is missing.
+
+    Only an evaluation of this very model file (its ``model_sha256``) for this request counts. A segmentation
+    evaluation (Dice) misses nothing of :data:`CLASSIFIER_EVIDENCE`, which does not apply to it.
+    """
+    path = evaluation_path(model_path)
+    evaluation = read_json(path) if path.is_file() else {}
+    if evaluation.get("model_sha256") != model_sha256 or evaluation.get(REQUEST_KEY) != request_sha256:
+        evaluation = {}
+    available = {name: float(evaluation[name]) for name in EVIDENCE if isinstance(evaluation.get(name), (int, float))}
+    if "gap_to_retrain" in available:
+        available["gap_reference"] = evaluation.get("reference_model")
+    segmentation = any(name.endswith("_dice") for name in evaluation)
+    expected = [name for name in EVIDENCE if not (segmentation and name in CLASSIFIER_EVIDENCE)]
+    return {
+        "evaluation": path.name if evaluation else None,
+        "available": available,
+        "missing": {name: EVIDENCE[name][1] for name in expected if name not in available},
+    }
+
+
+def guarantee_section(strategy: str | None, model_path: str | os.PathLike, request_sha256: str) -> dict[str, Any]:
+    """``guarantee`` and its meaning, plus the ``evidence`` an approximate one rests on (see :data:`GUARANTEES`)."""
+    kind = guarantee_of(strategy)
+    section: dict[str, Any] = {"guarantee": kind, "guarantee_meaning": GUARANTEES[kind]}
+    if kind == APPROXIMATE:
+        section["evidence"] = evaluation_evidence(model_path, file_sha256(model_path), request_sha256)
+    return section
+
+
 def package_versions() -> dict[str, str]:
     """Versions of the interpreter and of the packages that made the model."""
     return {
@@ -176,9 +316,11 @@ def read_certificate(path: str | os.PathLike) -> dict[str, Any]:
         certificate = read_json(path)
     except ValueError as error:
         raise CertificateError(f"{path} is not a valid JSON certificate: {error}") from error
-    if not isinstance(certificate, dict) or certificate.get("schema_version") != SCHEMA_VERSION:
+    if not isinstance(certificate, dict) or certificate.get("schema_version") not in READABLE_VERSIONS:
         version = certificate.get("schema_version") if isinstance(certificate, dict) else None
-        raise CertificateError(f"{path} has schema version {version!r}; this version reads {SCHEMA_VERSION}.")
+        raise CertificateError(
+            f"{path} has schema version {version!r}; this version reads {', '.join(map(str, READABLE_VERSIONS))}."
+        )
     return certificate
 
 
@@ -187,14 +329,17 @@ def _optional_sha256(path: str | os.PathLike | None) -> str | None:
 
 
 class CertificateWriter:
-    """Certify a retraining or unlearning run: check the erasure before training, write the certificate after it.
+    """Certify a retraining or unlearning run: check the erasure before training and on every batch, write the
+    certificate after it.
 
     At ``STARTED`` the retain manifest is built and checked (:func:`erasure_proof`), so a run that would break the
-    request fails before training. At ``COMPLETED`` ``<model>.certificate.json`` is written atomically with the
-    models' SHA-256, the record's strategy, timings and seed, the hyperparameters and package versions, and logged
-    to the tracker's run under ``certificate/``. Attach it after :class:`medunlearn_monai.model_io.ModelWriter`,
-    whose record it reads. A run without a forget request (the original model) has nothing to certify: the
-    handler then does nothing.
+    request fails before training. At every ``ITERATION_STARTED`` the batch's item identities are recorded
+    (:class:`ConsumedItems`) and the run stops, before the step, when an item without the forget flag is not in
+    the manifest: whatever config put it there. At ``COMPLETED`` ``<model>.certificate.json`` is written atomically
+    with the models' SHA-256, the record's strategy, timings and seed, the hyperparameters, the consumed items, the
+    guarantee and package versions, and logged to the tracker's run under ``certificate/``. Attach it after
+    :class:`medunlearn_monai.model_io.ModelWriter`, whose record it reads. A run without a forget request (the
+    original model) has nothing to certify: the handler then does nothing.
 
     Args:
         model_path: the new model file (the ``ModelWriter`` path).
@@ -230,21 +375,49 @@ class CertificateWriter:
         self.model_before = model_before
         self.tracker = tracker
         self.proof: dict[str, Any] = {}
+        self.consumed: ConsumedItems | None = None
         # Sections a workflow adds about how it erased, e.g. ``sisa`` with the retrained shards.
         self.extra: dict[str, Any] = {}
 
     def attach(self, engine: Engine) -> None:
-        """Check at start, certify at completion."""
+        """Check at start, record every batch, certify at completion."""
         engine.add_event_handler(Events.STARTED, self.check)
+        self.watch(engine)
         engine.add_event_handler(Events.COMPLETED, self)
+
+    def watch(self, engine: Engine) -> None:
+        """Record the items of every batch ``engine`` trains on (also a trainer this handler is not attached to)."""
+        engine.add_event_handler(Events.ITERATION_STARTED, self.consume)
 
     def check(self, engine: Engine | None = None) -> None:
         """Build and check the erasure proof and hash the model before the run (no-op without a request)."""
         if self.forget_request is not None:
+            manifest = retain_manifest(self.forget_split.retain, self.salt, self.dataset_dir)
             proof = erasure_proof(
-                self.forget_request, self.forget_split, self.trained_items, self.salt, self.dataset_dir
+                self.forget_request, self.forget_split, self.trained_items, self.salt, self.dataset_dir, manifest
             )
             self.proof = {**proof, "source_model_sha256": _optional_sha256(self.model_before)}
+            self.consumed = ConsumedItems(manifest)
+
+    def consume(self, engine: Engine) -> None:
+        """Record the identities of the current batch's items (see :meth:`record`)."""
+        if self.forget_request is not None:
+            self.record(*batch_identities(engine.state.batch))
+
+    def record(self, identities: Sequence[str], forget_flags: Sequence[bool]) -> None:
+        """Record consumed items by identity; ``forget_flags`` tells which ones the strategy unlearns.
+
+        Raises:
+            CertificateError: when an item without the forget flag is not in the retained data.
+        """
+        if self.consumed is None:
+            self.check()
+        outside = self.consumed.add(identities, forget_flags)
+        if outside:
+            raise CertificateError(
+                f"refusing to certify: batch {self.consumed.batches} gives the trainer {outside} items without the "
+                "forget flag that are not in the retained data; stopped before learning from them."
+            )
 
     def __call__(self, engine: Engine) -> None:
         if self.forget_request is None:
@@ -263,8 +436,10 @@ class CertificateWriter:
             "schema_version": SCHEMA_VERSION,
             "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **{key: record.get(key) for key in ("bundle", "workflow", "strategy", "seed")},
+            **guarantee_section(record.get("strategy"), self.model_path, self.proof[REQUEST_KEY]),
             "hyperparameters": self.hyperparameters,
             **self.proof,
+            "consumed_items": self.consumed.section(),
             "model_file": self.model_path.name,
             "model_sha256": model_sha256,
             "timing": {key: record.get(key) for key in ("seconds", "samples_per_second", "epochs")},
@@ -278,19 +453,55 @@ class CertificateWriter:
             self.tracker.log_artifact(path, ARTIFACT_DIR)
 
 
+def certify_copy(
+    source_model: str | os.PathLike, copy: str | os.PathLike, changes: Mapping[str, Any], tracker: MLflowTracker
+) -> Path | None:
+    """Issue ``copy`` (a byte-for-byte copy of a certified model) its own certificate; None when the source has none.
+
+    The proof carries over; the copy gets its own file name, ``changes`` (e.g. its ``strategy`` and how it was
+    chosen), a fresh guarantee and evidence, no ``metrics`` (those describe the source's evaluation), and
+    ``tracker``'s run as its issuer, where it is logged under ``certificate/``.
+
+    Raises:
+        CertificateError: when ``copy`` is not the certified model's bytes.
+    """
+    source_certificate = certificate_path(source_model)
+    if not source_certificate.is_file():
+        return None
+    certificate = read_certificate(source_certificate)
+    copy = Path(copy)
+    if file_sha256(copy) != certificate.get("model_sha256"):
+        raise CertificateError(f"{copy} is not the model certified by {source_certificate.name}: not certified.")
+    certificate.pop("metrics", None)
+    certificate |= {
+        **changes,
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model_file": copy.name,
+        "copied_from": {"model_file": Path(source_model).name, "certificate_sha256": file_sha256(source_certificate)},
+        "mlflow_run_id": tracker.run_id,
+    }
+    certificate |= guarantee_section(certificate.get("strategy"), copy, certificate[REQUEST_KEY])
+    path = certificate_path(copy)
+    write_json(path, certificate)
+    tracker.log_artifact(path, ARTIFACT_DIR)
+    return path
+
+
 class CertificateMetrics:
     """Add an evaluation's metrics to the evaluated model's certificate, when it has one.
 
     :meth:`check` runs before the evaluation and refuses a model file that is not the certified one or an
     evaluation for another request. :meth:`add` writes the ``metrics`` section (the model's own metrics, and those
-    of the original and the retrained model when they were evaluated for the same request), rewrites the
-    certificate atomically and logs it to this evaluation's run and to the certifying run under ``certificate/``.
+    of the original and the retrained model when they were evaluated for the same request) and renews the
+    guarantee's evidence from the new evaluation, rewrites the certificate atomically and logs it to this
+    evaluation's run and to the certifying run under ``certificate/``.
 
     Args:
         model_path: the evaluated model file.
         forget_request_sha256: the salted hash of the request the evaluation splits the data by.
         original_model: the original model file, or None.
-        retrained_model: the exactly retrained model file, or None.
+        retrained_model: the model's exact counterpart (the retrained model; for SISA the sharded retraining), or
+            None.
         tracker: the evaluation's MLflow run, or None.
     """
 
@@ -342,6 +553,7 @@ class CertificateMetrics:
             if evaluation:
                 section[role] = evaluation
         certificate["metrics"] = section
+        certificate |= guarantee_section(certificate.get("strategy"), self.model_path, self.forget_request_sha256)
         write_json(self.path, certificate)
         if self.tracker:
             self.tracker.log_artifact(self.path, ARTIFACT_DIR)
@@ -390,7 +602,8 @@ class Verdict:
 def verify_certificate(
     certificate_file: str | os.PathLike, model_path: str | os.PathLike, bundle: str | os.PathLike, **overrides: Any
 ) -> list[Verdict]:
-    """Re-check a certificate: the model file's SHA-256, and the request and retain manifest rebuilt from the data.
+    """Re-check a certificate: the model file's SHA-256, the request and retain manifest rebuilt from the data, and
+    the items the trainer learned from (its ``consumed_items``) against that rebuilt manifest.
 
     The bundle's train config, with ``overrides`` (``dataset_dir``, ``forget_request_file``, ...) as for the run
     that made the model, yields the items, the request and the deployment's salt.
@@ -438,11 +651,56 @@ def verify_certificate(
             f"{manifest.items} retained items rebuilt from the data (certified {certified.get('items')})",
         )
     )
-    forgotten = manifest.forgotten_subjects(request, salt)
-    verdicts.append(
-        Verdict("no_forgotten_subject_retained", forgotten == 0, f"{forgotten} forgotten subjects in the retained data")
-    )
+    verdicts.append(learned_items_verdict(certificate.get("consumed_items"), manifest))
     return verdicts
+
+
+def learned_items_verdict(consumed: Mapping[str, Any] | None, manifest: RetainManifest) -> Verdict:
+    """Whether every item the trainer learned from, as recorded, is in ``manifest`` (rebuilt from data and request).
+
+    The record's bitmap marks the learned items among the manifest's; they must hash to the recorded digest of
+    all learned items, so one learned item outside the rebuilt retained data fails the check.
+    """
+    check = "learned_items_retained"
+    if not consumed:
+        return Verdict(check, False, "the certificate has no record of the items the trainer consumed")
+    try:
+        found = manifest.chosen(str(consumed.get("learned_in_manifest", "")))
+    except ValueError as error:
+        return Verdict(check, False, f"the record of learned items does not fit the rebuilt retained data: {error}")
+    learned = consumed.get("learned_items")
+    passed = _digest(found) == consumed.get("learned_sha256") and len(found) == learned
+    detail = f"{len(found)} of the {learned} items the trainer learned from are in the retained data rebuilt here"
+    if consumed.get("forget_flagged_items"):
+        detail += f"; {consumed['forget_flagged_items']} forget items were given to it flagged, to be unlearned"
+    return Verdict(check, passed, detail)
+
+
+def guarantee_lines(certificate_file: str | os.PathLike, model_path: str | os.PathLike) -> list[str]:
+    """What the certificate guarantees, in words; for an approximate one, the evidence beside ``model_path`` (an
+    evaluation of this very file for the certified request) and what is missing."""
+    certificate = read_certificate(certificate_file)
+    kind = guarantee_of(certificate.get("strategy"))
+    lines = [f"guarantee: {kind} ({certificate.get('strategy')}): {GUARANTEES[kind]}"]
+    if kind == EXACT:
+        return lines
+    evidence = evaluation_evidence(model_path, file_sha256(model_path), str(certificate.get(REQUEST_KEY)))
+    available = evidence["available"]
+    if available:
+        shown = [
+            f"{name} {available[name]:.3f}"
+            + (f" (against {available['gap_reference']})" if name == "gap_to_retrain" else "")
+            for name in EVIDENCE
+            if name in available
+        ]
+        lines.append(f"evidence ({evidence['evaluation']}): {', '.join(shown)}")
+    else:
+        lines.append(
+            f"evidence: none: no evaluation of this model file for this request at {evaluation_path(model_path)}"
+        )
+    missing = [f"{name} ({how})" for name, how in evidence["missing"].items()]
+    lines.append(f"missing: {'; '.join(missing) if missing else 'nothing'}")
+    return lines
 
 
 def require_all_passed(verdicts: Sequence[Verdict]) -> str:

@@ -2,8 +2,10 @@
 
 A run killed mid-epoch resumes from the end of its last checkpointed epoch and, in deterministic
 mode, ends with the same model bit for bit: a checkpoint holds the trainer, network, optimizer and
-LR scheduler, the strategies' label generators and every random state the next epoch draws from
-(torch, NumPy, Python and the training transforms' own generators).
+LR scheduler, the strategies' states (label generators, donor passes) and every random state the next
+epoch draws from (torch, NumPy, Python and the training transforms' own generators). It also holds the
+seconds the run had spent and its MLflow run, so the resumed run reports the whole run's seconds and
+links to the run that was killed.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ from ignite.handlers import Checkpoint, DiskSaver
 
 from medunlearn_monai.random_states import RandomStates
 from medunlearn_monai.safe_loading import load_weights
-from medunlearn_monai.tracking import MLflowTracker
+from medunlearn_monai.tracking import SECONDS_BEFORE_RESUME, MLflowTracker
 
 logger = logging.getLogger(__name__)
 _CHECKPOINT_NAME = re.compile(r"checkpoint_(\d+)\.pt")
+_PROGRESS = "run_progress"
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no", "none", "")
 
 
@@ -96,6 +99,19 @@ class RunSettings:
             )
 
 
+class _RunProgress:
+    """What a checkpoint tells about the run that wrote it: its seconds up to the save and its MLflow run id."""
+
+    def __init__(self, tracker: MLflowTracker | None):
+        self.tracker = tracker
+        self.seconds_before = 0.0  # spent by the interrupted run(s) this one resumed
+        self.started = time.monotonic()
+
+    def state_dict(self) -> dict[str, Any]:
+        run_id = self.tracker.run_id if self.tracker is not None else None
+        return {"seconds": self.seconds_before + time.monotonic() - self.started, "mlflow_run_id": run_id or ""}
+
+
 class RunCheckpointer:
     """Checkpoint a train or unlearn run every ``interval`` epochs, resume it on request, clean up when it is done.
 
@@ -111,6 +127,15 @@ class RunCheckpointer:
     run shorter than ``min_seconds`` writes no checkpoint and restarts from scratch. Resuming stays bit-identical
     whichever epoch the latest checkpoint holds.
 
+    Every strategy handler must have ``state_dict``/``load_state_dict`` (an empty state when it keeps none): one
+    without them would be resumed with its random draws started afresh, so it is refused before the run starts.
+
+    A checkpoint also holds the seconds the run had spent when it was saved (counted from this handler's start, so
+    the start handlers of a killed run are not counted; the resumed run's are) and the run's MLflow run id. A
+    resumed run reports the whole run's seconds (:func:`medunlearn_monai.tracking.engine_seconds`), ends the killed
+    run's MLflow run ``KILLED`` and tags its own ``resumed_from_run_id``. Seconds between the last checkpoint and the
+    kill are lost with the epoch they were spent on.
+
     Attach it after every other handler (it is the last of ``train#handlers``): it saves after every
     other end-of-epoch handler (validation draws from the global random state), restores after every
     start handler (a strategy deriving a mask from the source model) and cleans up after ``ModelWriter``.
@@ -121,18 +146,19 @@ class RunCheckpointer:
     Args:
         output_model: the model file the run writes; its checkpoint folder sits beside it.
         objects: what to save besides the trainer and the random states, by name (network, optimizer, scheduler).
-        strategies: the run's strategy handlers; those with a ``state_dict`` (label generators) are saved too.
+        strategies: the run's strategy handlers, whose states (label generators, ...) are saved too.
         settings: the run's parameters; a checkpoint made with others is not resumed.
         resume: load the latest checkpoint before the first epoch (``true``/``false``, also as text).
         interval: save every this many epochs.
         min_seconds: skip a save due less than this many seconds after the previous one or the run's start
             (0: save every ``interval`` epochs).
-        tracker: the MLflow run on which a resume is recorded as param ``resumed_from_epoch``.
+        tracker: the MLflow run on which a resume is recorded (param ``resumed_from_epoch``, tag
+            ``resumed_from_run_id``), and whose id the checkpoints hold.
 
     Raises:
         ValueError: when ``interval`` is not a positive integer, ``min_seconds`` is negative or not a number, or
             ``resume`` is not a yes/no value.
-        TypeError: when an object in ``objects`` has no ``state_dict``/``load_state_dict``.
+        TypeError: when an object in ``objects`` or a strategy handler has no ``state_dict``/``load_state_dict``.
     """
 
     def __init__(
@@ -153,18 +179,26 @@ class RunCheckpointer:
         for name, value in objects.items():
             if not (hasattr(value, "state_dict") and hasattr(value, "load_state_dict")):
                 raise TypeError(f"cannot checkpoint {name!r}: {type(value).__name__} has no state_dict.")
+        for handler in strategies:
+            if not (
+                callable(getattr(handler, "state_dict", None)) and callable(getattr(handler, "load_state_dict", None))
+            ):
+                raise TypeError(
+                    f"cannot checkpoint strategy {type(handler).__name__}: it has no state_dict/load_state_dict, so a "
+                    "resumed run would start its random draws afresh and differ from the uninterrupted run. Give it "
+                    "both (an empty state when it draws nothing and keeps nothing across epochs)."
+                )
         self.directory = checkpoint_dir(output_model)
         self.objects = dict(objects)
         self.strategies = {
-            f"strategy_{index}_{type(handler).__name__}": handler
-            for index, handler in enumerate(strategies)
-            if hasattr(handler, "state_dict") and hasattr(handler, "load_state_dict")
+            f"strategy_{index}_{type(handler).__name__}": handler for index, handler in enumerate(strategies)
         }
         self.settings = RunSettings(settings or {})
         self.resume = as_flag(resume, "resume")
         self.interval = interval
         self.min_seconds = float(min_seconds)
         self.tracker = tracker
+        self.progress = _RunProgress(tracker)
         self.to_save: dict[str, Any] = {}
         self._checkpoint: Checkpoint | None = None
         self._last_save = time.monotonic()
@@ -178,6 +212,7 @@ class RunCheckpointer:
             **self.strategies,
             "random_states": RandomStates(transform),
             "settings": self.settings,
+            _PROGRESS: self.progress,
         }
         engine.add_event_handler(Events.STARTED, self.start)
         engine.add_event_handler(Events.EPOCH_COMPLETED(event_filter=self._due), self)
@@ -191,7 +226,9 @@ class RunCheckpointer:
             FileExistsError: when not resuming and checkpoints of an interrupted run exist.
             CheckpointSettingsError: when the checkpoint was made with other settings.
         """
-        self._last_save = time.monotonic()
+        self._last_save = self.progress.started = time.monotonic()
+        self.progress.seconds_before = 0.0
+        setattr(engine.state, SECONDS_BEFORE_RESUME, 0.0)
         latest = latest_checkpoint(self.directory)
         if not self.resume:
             if latest is not None:
@@ -204,10 +241,33 @@ class RunCheckpointer:
             raise FileNotFoundError(f"--resume true, but there is no checkpoint in {self.directory} to resume from.")
         checkpoint = load_weights(latest)
         self.settings.load_state_dict(checkpoint.get("settings", {}))
-        Checkpoint.load_objects(to_load=self.to_save, checkpoint=checkpoint)
-        logger.info("Resumed at epoch %d of %d from %s.", engine.state.epoch, engine.state.max_epochs, latest)
+        Checkpoint.load_objects(to_load=self._objects_to_load(checkpoint), checkpoint=checkpoint)
+        progress = checkpoint.get(_PROGRESS)
+        if progress is None:
+            logger.warning("%s holds no elapsed seconds: the run's seconds will count the resumed epochs only.", latest)
+        else:
+            self.progress.seconds_before = float(progress["seconds"])
+            setattr(engine.state, SECONDS_BEFORE_RESUME, self.progress.seconds_before)
+        logger.info(
+            "Resumed at epoch %d of %d from %s (%.1f s spent before).",
+            engine.state.epoch,
+            engine.state.max_epochs,
+            latest,
+            self.progress.seconds_before,
+        )
         if self.tracker is not None:
             self.tracker.log_params({"resumed_from_epoch": engine.state.epoch})
+            if progress is not None:
+                self.tracker.mark_resumed_from(progress["mlflow_run_id"])
+
+    def _objects_to_load(self, checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+        """All that is saved, less the progress record (read apart) and a strategy with an empty state that the
+        checkpoint lacks (checkpoints made before such strategies were saved)."""
+        return {
+            name: value
+            for name, value in self.to_save.items()
+            if name != _PROGRESS and not (name in self.strategies and name not in checkpoint and not value.state_dict())
+        }
 
     def __call__(self, engine: Engine) -> None:
         if self._checkpoint is None:  # made on first use, so a run that fails early leaves no empty folder

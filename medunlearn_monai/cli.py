@@ -36,6 +36,8 @@ from medunlearn_monai.demo import run_demo
 from medunlearn_monai.report import write_report
 from medunlearn_monai.studies.protocol import format_summary
 
+HELP_FLAGS = ("--help", "-h")
+
 _HEADERS = {
     "method": "method",
     "retain_acc": "retain acc",
@@ -144,13 +146,16 @@ class Commands:
         return f"Registered {entry.name} version {entry.version} ({', '.join(entry.artifacts)}): {entry.uri}{pinned}"
 
     def verify_certificate(self, certificate: str, model: str, bundle: str, **overrides: Any) -> str:
-        """Re-check an erasure certificate: the model file's SHA-256, and the request and retain manifest rebuilt
-        from the bundle's data (``--dataset_dir``, ``--forget_request_file`` and any overrides of the run).
+        """Re-check an erasure certificate: the model file's SHA-256, the request and retain manifest rebuilt from
+        the bundle's data (``--dataset_dir``, ``--forget_request_file`` and any overrides of the run), and the items
+        the trainer learned from against that manifest.
 
-        Prints a verdict per check; exits non-zero when any fails.
+        Prints a verdict per check, then the guarantee (exact or approximate) and, for an approximate one, the
+        evaluation evidence beside the model and what is missing; exits non-zero when any check fails.
         """
         verdicts = erasure_certificate.verify_certificate(certificate, model, bundle, **overrides)
         print("\n".join(str(verdict) for verdict in verdicts))
+        print("\n".join(erasure_certificate.guarantee_lines(certificate, model)))
         return erasure_certificate.require_all_passed(verdicts)
 
     def report(self, experiment: str, output: str = "report.html") -> str:
@@ -229,7 +234,7 @@ class Commands:
     ) -> str:
         """Search a strategy's hyperparameters with Optuna, scoring trials on the validation split only.
 
-        ``--search "{'learning_rate': [0.001, 0.1], 'max_epochs': 2}"`` narrows a range or fixes a value;
+        ``--search "{'learning_rate': [0.001, 0.1], 'unlearn_epochs': 2}"`` narrows a range or fixes a value;
         ``--mode per_bundle`` tunes once on a tuning request drawn with ``--tuning_seed`` and amortises the
         cost over ``--amortise_over`` requests; ``--key value`` overrides config keys as for ``run``.
         Prints the trials and the best one.
@@ -280,11 +285,24 @@ def _is_config_wrapper(error: BaseException) -> bool:
     return type(error) is RuntimeError and str(error).startswith(("Failed to evaluate", "Failed to instantiate"))
 
 
+def _as_help_request(args: list[str]) -> list[str]:
+    """``medunlearn CMD ... --help`` as fire's own help call for CMD, ``CMD -- --help``; other arguments unchanged.
+
+    Without it fire exits 2 after the help of a command with required arguments, and a command that takes
+    ``--key value`` overrides (``run``) would read ``--help`` as one and start the workflow.
+    """
+    head = args[: args.index("--")] if "--" in args else args
+    if not any(arg in HELP_FLAGS for arg in head):
+        return args
+    return [*[arg for arg in head[:1] if not arg.startswith("-")], "--", "--help"]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``medunlearn`` console script; returns the exit code."""
+    args = list(argv) if argv is not None else sys.argv[1:]
     try:
         # fire prints what a command returns (the tables).
-        fire.Fire(Commands, command=list(argv) if argv is not None else None, name="medunlearn")
+        fire.Fire(Commands, command=_as_help_request(args), name="medunlearn")
     except fire.core.FireExit as exit_request:
         return int(exit_request.code or 0)
     except Exception as error:  # noqa: BLE001 - the CLI turns every failure into one message and an exit code

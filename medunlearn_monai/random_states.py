@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,7 @@ class RandomStates:
     """
 
     def __init__(self, transform: Any = None):
-        self.transforms = _randomizable(transform)
+        self.transforms = random_transforms(transform)
 
     def state_dict(self) -> dict[str, Any]:
         """The current random states."""
@@ -31,7 +31,7 @@ class RandomStates:
             "torch": torch.get_rng_state(),
             "numpy": _numpy_state(np.random.get_state()),
             "python": random.getstate(),
-            "transforms": [_numpy_state(transform.R.get_state()) for transform in self.transforms],
+            "transforms": transform_states(self.transforms),
         }
         if torch.cuda.is_available():
             state["cuda"] = torch.cuda.get_rng_state_all()
@@ -52,13 +52,32 @@ class RandomStates:
         np.random.set_state(_numpy_tuple(state["numpy"]))
         version, internal, gauss = state["python"]
         random.setstate((version, tuple(internal), gauss))
-        for transform, saved in zip(self.transforms, state["transforms"], strict=True):
-            transform.R.set_state(_numpy_tuple(saved))
+        set_transform_states(self.transforms, state["transforms"])
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _randomizable(transform: Any) -> list[Randomizable]:
+def transform_states(transforms: Sequence[Randomizable]) -> list[dict[str, Any]]:
+    """The NumPy generator state of each random transform, as tensors and plain values."""
+    return [_numpy_state(transform.R.get_state()) for transform in transforms]
+
+
+def set_transform_states(transforms: Sequence[Randomizable], states: Sequence[Mapping[str, Any]]) -> None:
+    """Restore the generators of ``transforms`` from :func:`transform_states`.
+
+    Raises:
+        ValueError: when ``states`` were saved from another number of random transforms.
+    """
+    if len(states) != len(transforms):
+        raise ValueError(
+            f"the checkpoint holds the states of {len(states)} random transforms, this run has {len(transforms)}: "
+            "it was made with another preprocessing."
+        )
+    for transform, saved in zip(transforms, states, strict=True):
+        transform.R.set_state(_numpy_tuple(saved))
+
+
+def random_transforms(transform: Any) -> list[Randomizable]:
     """Every random transform reachable from ``transform``, in a fixed order.
 
     MONAI's dictionary transforms keep the generator they draw from in an inner transform (``RandCropByPosNegLabeld``

@@ -23,6 +23,8 @@ import mlflow
 from mlflow.entities import Run
 
 from medunlearn_monai import report_plots
+from medunlearn_monai.certificate import APPROXIMATE, EXACT, guarantee_of
+from medunlearn_monai.metrics.evaluation import REFERENCE_KEY
 from medunlearn_monai.model_io import write_atomically
 from medunlearn_monai.tracking import PARENT_RUN_TAG, MLflowTracker, tracking_uri
 
@@ -105,6 +107,17 @@ COLUMNS: tuple[Column, ...] = (
         "factor",
         "retrain seconds divided by the method's seconds plus its tuning seconds",
     ),
+)
+# Text columns in front of the numbers; their values come from the package's own vocabulary and file names.
+TEXT_COLUMNS: tuple[Column, ...] = (
+    Column(
+        "guarantee",
+        "guarantee",
+        "text",
+        f"{EXACT}: trained without the forgotten data (retrain, SISA); {APPROXIMATE}: edited from weights trained "
+        "on it, so only the scores say how far it forgot",
+    ),
+    Column("gap_reference", "gap against", "text", "the model file the gap to retrain was measured against"),
 )
 # the aggregate fields of a difficulty table row the report shows; any other field is never rendered
 DIFFICULTY_FIELDS = (
@@ -205,12 +218,20 @@ def comparison_rows(experiment: ExperimentRuns) -> list[dict[str, Any]]:
             {
                 **run.data.metrics,
                 "method": method,
+                "guarantee": None if method == "original" else guarantee_of(method),
+                "gap_reference": _gap_reference(run),
                 "ulira_auc": ulira.get(f"ulira_auc_{method}"),
                 "tuning_seconds": tuning.get("tuning_seconds"),
                 "speedup_vs_retrain_incl_tuning": tuning.get("speedup_vs_retrain_incl_tuning"),
             }
         )
     return rows
+
+
+def _gap_reference(run: Run) -> str | None:
+    """The model file the evaluation measured its gap to retrain against, when it measured one."""
+    reference = run.data.params.get(REFERENCE_KEY)
+    return None if reference in (None, "none") else reference
 
 
 def _tuning_of(method: str, experiment: ExperimentRuns) -> dict[str, float]:
@@ -356,6 +377,13 @@ data splits: <em>retain</em> (training data that stays), <em>forget</em> (the wi
 <em>test</em> (patients the model never saw). <strong>Retrain</strong>, training again from scratch without the
 forgotten subjects, is the exact answer and the reference; <strong>original</strong> is the model before any
 removal. A good method behaves like retrain at a fraction of its cost.</p>
+<p>The <strong>guarantee</strong> column says what kind of erasure a row is. <strong>Exact</strong> (retrain,
+SISA): the model is trained from scratch without the forgotten subjects' data, so no weight was ever fitted to it,
+and its erasure certificate proves what it was trained on. <strong>Approximate</strong> (every other method): the
+model is edited from weights trained on the forgotten subjects' data; that reduces their influence but proves
+nothing, and the gap to retrain and the attack scores below are the only evidence of how far it got. Its erasure
+certificate says so and lists that evidence. SISA is compared with its own exact counterpart, sharded retraining
+(<em>gap against</em> names the model each gap was measured against).</p>
 <p><strong>Gap to retrain</strong> is the mean absolute difference from retrain over the quality and attack
 scores, in percentage points: 0 means the method cannot be told apart from retraining by these scores, and
 lower is better. <strong>Membership-inference attacks</strong> try to tell whether the forgotten subjects were
@@ -368,18 +396,23 @@ what genuine forgetting looks like on the same data.</p>
 
 def _comparison_section(rows: Sequence[Mapping[str, Any]], ulira: Run | None) -> str:
     columns = [column for column in COLUMNS if any(row.get(column.key) is not None for row in rows)]
+    texts = [column for column in TEXT_COLUMNS if any(row.get(column.key) is not None for row in rows)]
     gaps = {row["method"]: row["gap_to_retrain"] for row in rows if row.get("gap_to_retrain") is not None}
     best = min((method for method in gaps if method not in REFERENCE_METHODS), key=gaps.get, default=None)
-    head = "".join(f'<th title="{_escape(column.meaning)}">{_escape(column.header)}</th>' for column in columns)
+    head = "".join(
+        f'<th title="{_escape(column.meaning)}">{_escape(column.header)}</th>' for column in [*texts, *columns]
+    )
     body = []
     for row in rows:
         css = ' class="reference"' if row["method"] in REFERENCE_METHODS else ""
-        cells = []
+        cells = [f'<td class="text">{_escape(row.get(column.key) or "–")}</td>' for column in texts]
         for column in columns:
             marked = ' class="best"' if column.key == "gap_to_retrain" and row["method"] == best else ""
             cells.append(f"<td{marked}>{format_value(column.unit, row.get(column.key))}</td>")
         body.append(f'<tr{css}><th scope="row">{_escape(row["method"])}</th>{"".join(cells)}</tr>')
-    glossary = "".join(f"<dt>{_escape(column.header)}</dt><dd>{_escape(column.meaning)}</dd>" for column in columns)
+    glossary = "".join(
+        f"<dt>{_escape(column.header)}</dt><dd>{_escape(column.meaning)}</dd>" for column in [*texts, *columns]
+    )
     note = ""
     if ulira:
         pairs, seconds = ulira.data.metrics.get("ulira_shadow_pairs"), ulira.data.metrics.get("ulira_seconds")

@@ -40,7 +40,7 @@ class Hyperparameter:
 
 KNOWN_HYPERPARAMETERS: dict[str, Hyperparameter] = {
     "learning_rate": Hyperparameter(FloatDistribution(1e-4, 1e-1, log=True), (1e-8, 10.0)),
-    "max_epochs": Hyperparameter(IntDistribution(1, 10), (1, 10_000)),
+    "unlearn_epochs": Hyperparameter(IntDistribution(1, 10), (1, 10_000)),
     "saliency_ratio": Hyperparameter(FloatDistribution(0.1, 0.9), (0.01, 1.0)),
     "forget_weight": Hyperparameter(FloatDistribution(0.1, 3.0), (0.0, 100.0)),
     "noise_fraction": Hyperparameter(FloatDistribution(0.1, 1.0), (0.0, 1.0)),

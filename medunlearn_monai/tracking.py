@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import logging
 import os
 import re
 import time
@@ -27,6 +28,11 @@ from mlflow.exceptions import MlflowException
 DEFAULT_STORE = "mlflow.db"
 # One try, answered within this many seconds, decides whether a tracking server is up (see check_server).
 SERVER_CHECK = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+# Tag of a run that resumed an interrupted run from its checkpoint: the interrupted run's id.
+RESUMED_FROM_TAG = "resumed_from_run_id"
+# Attribute of a resumed trainer's state: the seconds its interrupted run(s) had spent up to the checkpoint.
+SECONDS_BEFORE_RESUME = "seconds_before_resume"
+logger = logging.getLogger(__name__)
 _open_trackers: set[MLflowTracker] = set()
 
 
@@ -133,6 +139,23 @@ class MLflowTracker:
             return
         self.client.log_figure(self._active_run(), figure, artifact_file, save_kwargs={"bbox_inches": "tight"})
 
+    def mark_resumed_from(self, interrupted_run_id: str) -> None:
+        """Record that this run continues ``interrupted_run_id`` from its checkpoint.
+
+        This run gets the tag ``resumed_from_run_id``; the interrupted run, left ``RUNNING`` by a killed process,
+        is ended ``KILLED`` (a run already ended keeps its status; one not in this store is only named in the tag).
+        """
+        if not self.enabled or not interrupted_run_id or interrupted_run_id == self.run_id:
+            return
+        self.client.set_tag(self._active_run(), RESUMED_FROM_TAG, interrupted_run_id)
+        try:
+            status = self.client.get_run(interrupted_run_id).info.status
+        except MlflowException:
+            logger.warning("The interrupted run %s is not in %s; it is only named.", interrupted_run_id, tracking_uri())
+            return
+        if status == RunStatus.to_string(RunStatus.RUNNING):
+            self.client.set_terminated(interrupted_run_id, RunStatus.to_string(RunStatus.KILLED))
+
     def end(self, status: str = "FINISHED") -> None:
         """Terminate the run with ``status`` (``FINISHED`` or ``FAILED``); a second call does nothing."""
         if self.run_id is None or self not in _open_trackers:
@@ -232,8 +255,13 @@ class EngineMetricsLogger:
 
 
 def engine_seconds(engine: Engine) -> float:
-    """Wall seconds of the engine's finished run as ignite measured it (STARTED handlers included)."""
-    return float(engine.state.times.get(Events.COMPLETED.name) or 0.0)
+    """Wall seconds of the engine's finished run as ignite measured it (STARTED handlers included).
+
+    A run resumed from a checkpoint adds the seconds its interrupted run(s) had spent up to that checkpoint
+    (``state.seconds_before_resume``, set by :class:`medunlearn_monai.checkpoints.RunCheckpointer`).
+    """
+    seconds_before = float(getattr(engine.state, SECONDS_BEFORE_RESUME, 0.0) or 0.0)
+    return float(engine.state.times.get(Events.COMPLETED.name) or 0.0) + seconds_before
 
 
 def samples_seen(engine: Engine) -> int:

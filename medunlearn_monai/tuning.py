@@ -36,8 +36,10 @@ import optuna
 from monai.bundle import ConfigParser
 
 from medunlearn_monai import tracking, workflows
+from medunlearn_monai.certificate import certify_copy
 from medunlearn_monai.metrics.evaluation import REQUEST_KEY
 from medunlearn_monai.model_io import (
+    certificate_path,
     evaluation_path,
     item_scores_path,
     read_json,
@@ -189,10 +191,10 @@ def tune(
     search starts from the shipped configuration. ``seed`` seeds the TPE sampler and is the
     bundle's ``seed`` in every trial (the same data order, so trials differ only in their
     hyperparameters). ``per_request`` copies the best model to
-    ``<model_dir>/unlearned_<strategy>_tuned.pt`` (strategy ``<strategy>_tuned``) and evaluates it
-    once, after the choice, on the test split. ``per_bundle`` retrains a reference for its tuning
-    request under ``<model_dir>/tuning/per_bundle/`` (reused by later searches with the same settings)
-    and returns the chosen values with their provenance.
+    ``<model_dir>/unlearned_<strategy>_tuned.pt`` (strategy ``<strategy>_tuned``, with a certificate of
+    its own issued from the trial's) and evaluates it once, after the choice, on the test split.
+    ``per_bundle`` retrains a reference for its tuning request under ``<model_dir>/tuning/per_bundle/``
+    (reused by later searches with the same settings) and returns the chosen values with their provenance.
 
     Args:
         bundle: a bundle name or folder.
@@ -477,10 +479,11 @@ class _Search:
         return target
 
     def _copy_best(self, best: TrialResult, tuning_seconds: float) -> Path:
-        """Copy the best trial's model to ``unlearned_<strategy>_tuned`` with a record of its search."""
+        """Copy the best trial's model to ``unlearned_<strategy>_tuned`` with a record of its search and a
+        certificate of its own."""
         tuned = self.config.model_dir / f"unlearned_{self.strategy}_tuned.pt"
         write_atomically(tuned, lambda temporary: shutil.copyfile(best.model, temporary))
-        for stale in (evaluation_path(tuned), item_scores_path(tuned)):
+        for stale in (evaluation_path(tuned), item_scores_path(tuned), certificate_path(tuned)):
             stale.unlink(missing_ok=True)  # the validation scores of the trial do not describe the test split
         record = {
             **read_record(best.model),
@@ -496,6 +499,7 @@ class _Search:
             },
         }
         write_json(record_path(tuned), record)
+        certify_copy(best.model, tuned, {key: record[key] for key in ("strategy", "tuning")}, self.tracker)
         return tuned
 
 

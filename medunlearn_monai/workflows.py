@@ -42,7 +42,8 @@ def config_files(
     """The config list of ``workflow``: shared keys first, then the workflow's small overrides.
 
     Strategy ``sisa`` (sharded training, ``configs/sisa.json``) applies to train, unlearn and evaluate: its
-    unlearning retrains the shards that held a forgotten subject.
+    unlearning retrains the shards that held a forgotten subject, and its evaluation measures the gap to its exact
+    counterpart, the sharded retraining ``sisa_retrained.pt`` (``configs/sisa_evaluate.json``).
 
     With ``multi_gpu`` the list ends with ``configs/multi_gpu_<workflow>.json`` (train and unlearn), which runs the
     workflow in every process torchrun starts, one per GPU (or CPU processes with gloo), e.g. from a bundle folder::
@@ -67,7 +68,8 @@ def config_files(
     files = [configs / "common.json", configs / "train.json"]
     if strategy == SHARDED:
         files.append(configs / "sisa.json")
-        files += {"unlearn": [configs / "sisa_unlearn.json"], "evaluate": [configs / "evaluate.json"]}.get(workflow, [])
+        overrides = {"unlearn": ["sisa_unlearn.json"], "evaluate": ["evaluate.json", "sisa_evaluate.json"]}
+        files += [configs / name for name in overrides.get(workflow, [])]
     elif workflow == "unlearn":
         available = strategies(bundle)
         if strategy not in available:

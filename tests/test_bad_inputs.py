@@ -86,10 +86,10 @@ def _common(space: Workspace, bundle: str, case: str) -> dict[str, Any]:
     """Valid overrides of a bundle's tiny run; a case changes one of them or one input."""
     common = {"dataset_dir": space.data(bundle), "model_dir": space.models(bundle), "experiment_name": f"bad-{case}"}
     if bundle == "tissuemnist":
-        return {**common, "batch_size": 16, "max_epochs": 1}
+        return {**common, "batch_size": 16, "max_epochs": 1, "unlearn_epochs": 1}
     if bundle == "chexpert":
-        return {**common, "image_size": 32, "batch_size": 8, "max_epochs": 1}
-    return {**common, **MRB_SMALL, "max_epochs": 1}
+        return {**common, "image_size": 32, "batch_size": 8, "max_epochs": 1, "unlearn_epochs": 1}
+    return {**common, **MRB_SMALL, "max_epochs": 1, "unlearn_epochs": 1}
 
 
 def _flags(overrides: dict[str, Any]) -> list[str]:

@@ -10,23 +10,37 @@ import numpy as np
 import pytest
 import torch
 
+from medunlearn_monai import tracking
 from medunlearn_monai.certificate import (
+    EVIDENCE,
+    GUARANTEES,
     CertificateError,
+    CertificateWriter,
+    batch_identities,
     erasure_proof,
+    guarantee_lines,
     read_certificate,
     retain_manifest,
 )
-from medunlearn_monai.cli import main
+from medunlearn_monai.cli import _root_cause, main
 from medunlearn_monai.data.medmnist import load_medmnist_items
 from medunlearn_monai.data.synthetic import write_synthetic_tissuemnist
 from medunlearn_monai.forget import ForgetRequest, ForgetSplit
-from medunlearn_monai.model_io import certificate_path, evaluation_path, file_sha256, read_json, record_path
+from medunlearn_monai.model_io import (
+    certificate_path,
+    evaluation_path,
+    file_sha256,
+    read_json,
+    record_path,
+    write_json,
+)
 from medunlearn_monai.registry import register_model
 from medunlearn_monai.workflows import run_workflow
 
 BUNDLE = "tissuemnist_resnet_classification"
 SALT = "certificate-test-salt"
 TINY = {"batch_size": 32, "max_epochs": 1, "experiment_name": "certificates"}
+EPOCHS_KEY = {"retrained": "max_epochs", "unlearned_rl": "unlearn_epochs"}  # training and unlearning budgets
 VERSION_KEYS = {"python", "torch", "monai", "ignite", "mlflow", "medunlearn_monai"}
 
 
@@ -46,7 +60,7 @@ def runs(tmp_path_factory):
         with_request = {**common, "forget_request_file": str(work / "request.txt")}
         run_workflow(BUNDLE, "train", **common)
         run_workflow(BUNDLE, "train", **with_request)
-        run_workflow(BUNDLE, "unlearn", "rl", **with_request)
+        run_workflow(BUNDLE, "unlearn", "rl", **with_request, unlearn_epochs=1)
         for model in ("model", "retrained", "unlearned_rl"):
             run_workflow(BUNDLE, "evaluate", **with_request, model_path=str(work / "models" / f"{model}.pt"))
     return work, request, environment
@@ -62,9 +76,12 @@ def deployment(runs, monkeypatch):
     return work, request
 
 
-def verify(work: Path, model: Path, request_file: Path, capsys) -> tuple[int, str, str]:
+def verify(
+    work: Path, model: Path, request_file: Path, capsys, certificate: Path | None = None
+) -> tuple[int, str, str]:
+    certificate = certificate or certificate_path(work / "models" / "unlearned_rl.pt")
     code = main(
-        ["verify-certificate", str(certificate_path(work / "models" / "unlearned_rl.pt")), str(model),
+        ["verify-certificate", str(certificate), str(model),
          "--bundle", BUNDLE, "--dataset_dir", str(work / "data"), "--forget_request_file", str(request_file)]
     )  # fmt: skip
     captured = capsys.readouterr()
@@ -95,7 +112,9 @@ def test_retraining_and_unlearning_issue_a_complete_certificate(runs, model):
     assert certificate["retain_manifest"]["forgotten_subjects_in_manifest"] == 0
     assert certificate["model_sha256"] == file_sha256(models / f"{model}.pt")
     assert certificate["source_model_sha256"] == file_sha256(models / "model.pt")
-    assert certificate["hyperparameters"]["learning_rate"] > 0 and certificate["hyperparameters"]["max_epochs"] == 1
+    assert (
+        certificate["hyperparameters"]["learning_rate"] > 0 and certificate["hyperparameters"][EPOCHS_KEY[model]] == 1
+    )
     assert certificate["seed"] == 0 and certificate["bundle"] == BUNDLE
     assert certificate["timing"]["seconds"] > 0 and certificate["timing"]["samples_per_second"] > 0
     assert set(certificate["versions"]) == VERSION_KEYS and certificate["versions"]["torch"] == torch.__version__
@@ -160,13 +179,22 @@ def test_verify_certificate_passes_on_the_untouched_model(deployment, capsys):
     work, _ = deployment
     code, out, err = verify(work, work / "models" / "unlearned_rl.pt", work / "request.txt", capsys)
     assert code == 0, err
-    assert [line.split(":")[0] for line in out.strip().splitlines()[:4]] == [
+    lines = out.strip().splitlines()
+    assert [line.split(":")[0] for line in lines[:4]] == [
         "PASS model_sha256",
         "PASS forget_request_sha256",
         "PASS retain_manifest_sha256",
-        "PASS no_forgotten_subject_retained",
+        "PASS learned_items_retained",
     ]
-    assert "certificate verified: all 4 checks passed." in out
+    assert lines[3].endswith(
+        "96 of the 96 items the trainer learned from are in the retained data rebuilt here; 24 forget items were "
+        "given to it flagged, to be unlearned"
+    )
+    assert lines[4] == f"guarantee: approximate (rl): {GUARANTEES['approximate']}"
+    assert lines[5].startswith("evidence (unlearned_rl.eval.json): gap_to_retrain ")
+    assert "(against retrained.pt), mia_loss_auc 0." in lines[5] and "probe_forget_acc" in lines[5]
+    assert lines[6] == "missing: nothing"
+    assert lines[-1] == "certificate verified: all 4 checks passed."
 
 
 def test_verify_certificate_fails_on_a_model_with_one_byte_changed(deployment, capsys, tmp_path):
@@ -190,7 +218,9 @@ def test_verify_certificate_fails_on_a_different_request(deployment, capsys, tmp
     code, out, err = verify(work, work / "models" / "unlearned_rl.pt", tmp_path / "other.txt", capsys)
     assert code == 2
     assert "PASS model_sha256" in out and "FAIL forget_request_sha256" in out
-    assert "2 of 4 certificate checks failed: forget_request_sha256, retain_manifest_sha256." in err
+    assert "FAIL learned_items_retained: the record of learned items does not fit the rebuilt retained data" in out
+    failed = "forget_request_sha256, retain_manifest_sha256, learned_items_retained"
+    assert f"3 of 4 certificate checks failed: {failed}." in err
     assert request.subject_ids[0] not in out + err
 
 
@@ -253,3 +283,83 @@ def test_the_registry_carries_the_certificate_with_the_model(deployment):
     version = client.get_model_version("certified-classifier", str(registration.version))
     assert version.tags["certificate_sha256"] == file_sha256(certificate_path(model))
     assert version.tags["forget_request_sha256"] == read_certificate(certificate_path(model))["forget_request_sha256"]
+
+
+@pytest.mark.parametrize(("model", "guarantee"), [("retrained", "exact"), ("unlearned_rl", "approximate")])
+def test_the_certificate_says_what_kind_of_erasure_it_certifies(runs, model, guarantee):
+    work, _, _ = runs
+    models = work / "models"
+    certificate = read_certificate(certificate_path(models / f"{model}.pt"))
+    assert certificate["schema_version"] == 2
+    assert certificate["guarantee"] == guarantee and certificate["guarantee_meaning"] == GUARANTEES[guarantee]
+    if guarantee == "exact":
+        assert "evidence" not in certificate
+        return
+    evaluation = read_json(evaluation_path(models / f"{model}.pt"))
+    assert evaluation["reference_model"] == "retrained.pt"
+    assert evaluation["model_sha256"] == certificate["model_sha256"]
+    evidence = certificate["evidence"]
+    assert evidence["evaluation"] == "unlearned_rl.eval.json" and evidence["missing"] == {}
+    assert evidence["available"] == {**{name: evaluation[name] for name in EVIDENCE}, "gap_reference": "retrained.pt"}
+
+
+def test_an_approximate_certificate_lists_the_evidence_it_lacks(deployment, tmp_path):
+    work, _ = deployment
+    model, certificate = tmp_path / "unlearned_rl.pt", tmp_path / "unlearned_rl.certificate.json"
+    shutil.copy(work / "models" / "unlearned_rl.pt", model)
+    shutil.copy(certificate_path(work / "models" / "unlearned_rl.pt"), certificate)
+    lines = guarantee_lines(certificate, model)
+    assert lines[0].startswith("guarantee: approximate (rl): ")
+    assert lines[1].startswith("evidence: none: no evaluation of this model file for this request")
+    assert lines[2] == "missing: " + "; ".join(f"{name} ({how})" for name, (_, how) in EVIDENCE.items())
+    # an evaluation of another model file does not count, even beside this one
+    evaluation = read_json(evaluation_path(work / "models" / "unlearned_rl.pt"))
+    write_json(evaluation_path(model), {**evaluation, "model_sha256": file_sha256(work / "models" / "model.pt")})
+    assert guarantee_lines(certificate, model)[1:] == lines[1:]
+    write_json(evaluation_path(model), {key: value for key, value in evaluation.items() if key != "probe_forget_acc"})
+    assert guarantee_lines(certificate, model)[2].startswith("missing: probe_forget_acc (evaluate this classifier")
+
+
+def test_a_forgotten_item_fed_to_the_trainer_unflagged_stops_the_run_and_fails_verification(
+    deployment, tmp_path, monkeypatch, capsys
+):
+    """The override slips past the check of the listed items; the record of the consumed ones catches it."""
+    work, _ = deployment
+    leak = {"train#dataset#data": "$@train#items + @forget_split.forget[:1]", "train#dataloader#drop_last": False}
+    retrain = {"dataset_dir": str(work / "data"), "forget_request_file": str(work / "request.txt"), **TINY, **leak}
+    with pytest.raises(Exception) as error:
+        run_workflow(BUNDLE, "train", **retrain, model_dir=str(tmp_path / "refused"))
+    tracking.fail_open_runs()
+    cause = _root_cause(error.value)
+    assert isinstance(cause, CertificateError)
+    assert "1 items without the forget flag that are not in the retained data; stopped before" in str(cause)
+    assert not (tmp_path / "refused" / "retrained.pt").exists()
+
+    def record_without_refusing(self, identities, forget_flags):  # a writer that would let the run finish
+        if self.consumed is None:
+            self.check()
+        self.consumed.add(identities, forget_flags)
+
+    monkeypatch.setattr(CertificateWriter, "record", record_without_refusing)
+    model = tmp_path / "leaky" / "retrained.pt"
+    run_workflow(BUNDLE, "train", **retrain, model_dir=str(model.parent))
+    consumed = read_certificate(certificate_path(model))["consumed_items"]
+    assert consumed["learned_items"] == 97 and consumed["learned_outside_manifest"] == 1
+    code, out, err = verify(work, model, work / "request.txt", capsys, certificate_path(model))
+    assert code == 2
+    assert "PASS retain_manifest_sha256" in out
+    assert "FAIL learned_items_retained: 96 of the 97 items the trainer learned from are in the retained" in out
+    assert err.strip().endswith("CertificateError: 1 of 4 certificate checks failed: learned_items_retained.")
+
+
+def test_batches_must_carry_item_identities_and_the_bitmap_marks_the_learned_ones():
+    with pytest.raises(CertificateError, match="carry no 'item_sha256'"):
+        batch_identities({"image": torch.zeros(2, 1, 4, 4), "subject": ["s1", "s2"]})
+    identities, flags = batch_identities({"item_sha256": ["a", "b"], "forget": torch.tensor([0, 1])})
+    assert identities == ["a", "b"] and flags == [False, True]
+    items = [{"image": np.full((1, 2, 2), value, np.uint8), "subject": f"s{value}"} for value in range(10)]
+    manifest = retain_manifest(items, b"salt", ".")
+    learned = sorted(manifest.identities)[::3]
+    assert manifest.chosen(manifest.bitmap(learned)) == learned
+    with pytest.raises(ValueError, match="a bitmap of 2 bytes does not cover a manifest of 8 items"):
+        retain_manifest(items[:8], b"salt", ".").chosen(manifest.bitmap(learned))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import random
+from types import SimpleNamespace
 
+import mlflow
 import numpy as np
 import pytest
 import torch
@@ -20,8 +22,9 @@ from medunlearn_monai.checkpoints import (
     latest_checkpoint,
 )
 from medunlearn_monai.random_states import RandomStates
-from medunlearn_monai.safe_loading import UntrustedCheckpointError
+from medunlearn_monai.safe_loading import UntrustedCheckpointError, load_weights
 from medunlearn_monai.strategies import RandomRelabel
+from medunlearn_monai.tracking import RESUMED_FROM_TAG, MLflowTracker, engine_seconds, tracking_uri
 
 SETTINGS = {"seed": 0, "learning_rate": 0.1, "forget_request_sha256": "none"}
 
@@ -182,3 +185,58 @@ def test_a_run_checkpoint_that_would_run_code_is_refused_on_resume(tmp_path):
     with pytest.raises(UntrustedCheckpointError, match=r"checkpoint_1\.pt was refused"):
         _toy_run(tmp_path, resume=True)
     assert not marker.exists()
+
+
+def test_a_strategy_that_cannot_save_its_state_is_refused_before_the_run(tmp_path):
+    class DrawsWithoutSaving:
+        def __init__(self):
+            self.generator = torch.Generator().manual_seed(0)
+
+        def attach(self, engine):
+            engine.add_event_handler(Events.ITERATION_STARTED, lambda _: torch.rand(1, generator=self.generator))
+
+    with pytest.raises(TypeError, match="cannot checkpoint strategy DrawsWithoutSaving: .* random draws afresh"):
+        RunCheckpointer(tmp_path / "model.pt", {}, strategies=[RandomRelabel(3), DrawsWithoutSaving()])
+
+
+def _timed_run(tmp_path, now: list[float], tracker=None, resume: bool = False, crash_at_iteration=None) -> Engine:
+    """Three epochs of two iterations, each taking 10 s on the fake clock ``now``, checkpointed every epoch."""
+    network = torch.nn.Linear(2, 2)
+
+    def step(engine, batch):
+        now[0] += 10
+        if engine.state.iteration == crash_at_iteration:
+            raise _CrashAt()
+
+    engine = Engine(step)
+    RunCheckpointer(tmp_path / "model.pt", {"network": network}, tracker=tracker, resume=resume).attach(engine)
+    engine.run([0, 1], max_epochs=3)
+    return engine
+
+
+def test_a_resumed_run_reports_the_seconds_spent_before_the_crash_too(tmp_path, monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr("medunlearn_monai.checkpoints.time.monotonic", lambda: now[0])
+    with pytest.raises(_CrashAt):
+        _timed_run(tmp_path, now, crash_at_iteration=3)  # epoch 1 took 20 s and was checkpointed, epoch 2 crashed
+    assert load_weights(checkpoint_dir(tmp_path / "model.pt") / "checkpoint_1.pt")["run_progress"]["seconds"] == 20
+    engine = _timed_run(tmp_path, now, resume=True)
+    # ignite measured the resumed epochs in real seconds; the run's seconds add the 20 s before the crash
+    assert engine_seconds(engine) == pytest.approx(20 + engine.state.times["COMPLETED"])
+    assert engine_seconds(engine) >= 20
+
+
+def test_a_resumed_run_ends_the_killed_mlflow_run_and_names_it(tmp_path):
+    client = mlflow.MlflowClient(tracking_uri())
+    killed_run = client.create_run(client.create_experiment("exp"), run_name="train-original").info.run_id
+    with pytest.raises(_CrashAt):  # the killed process held this run and never ended it
+        _timed_run(tmp_path, [0.0], tracker=SimpleNamespace(run_id=killed_run), crash_at_iteration=3)
+    assert client.get_run(killed_run).info.status == "RUNNING"
+    tracker = MLflowTracker("exp", "train-original")
+    tracker.start()
+    _timed_run(tmp_path, [0.0], tracker=tracker, resume=True)
+    tracker.end()
+    resumed = client.get_run(tracker.run_id)
+    assert client.get_run(killed_run).info.status == "KILLED"
+    assert resumed.info.status == "FINISHED" and resumed.data.tags[RESUMED_FROM_TAG] == killed_run
+    assert resumed.data.params["resumed_from_epoch"] == "1"

@@ -31,7 +31,7 @@ from medunlearn_monai.model_io import ModelWriter, read_json
 from medunlearn_monai.workflows import BUNDLES_DIR, MULTI_GPU_WORKFLOWS, bundle_dir, config_files, run_workflow
 
 BUNDLE = "tissuemnist_resnet_classification"
-SETTINGS = {"batch_size": 32, "max_epochs": 1, "learning_rate": 0.01, "momentum": 0.0}
+SETTINGS = {"batch_size": 32, "max_epochs": 1, "unlearn_epochs": 1, "learning_rate": 0.01, "momentum": 0.0}
 LOSS_TOLERANCE = 0.05
 ACCURACY_TOLERANCE = 0.0625
 EXPERIMENTS = {"one": "one-process", "two": "two-processes"}

@@ -43,7 +43,8 @@ def _tissuemnist(work: Path) -> tuple[list[list[str]], list[str]]:
     for index, item in enumerate(load_medmnist_items(data, "test")[:3]):
         Image.fromarray(item["image"][0]).save(images / f"case_{index}.png")
     models = work / "tissuemnist" / "models"
-    common = ["--dataset_dir", str(data.parent), "--model_dir", str(models), "--batch_size", "16", "--max_epochs", "1"]
+    common = ["--dataset_dir", str(data.parent), "--model_dir", str(models), "--batch_size", "16", "--max_epochs", "1",
+              "--unlearn_epochs", "1"]  # fmt: skip
     return _workflows("tissuemnist_resnet_classification", "rl", common, request, models) + [
         ["run", "tissuemnist_resnet_classification", "inference", "--dataset_dir", str(images),
          "--model_dir", str(models), "--output_dir", str(work / "tissuemnist" / "predictions")],
@@ -59,7 +60,7 @@ def _chexpert(work: Path) -> tuple[list[list[str]], list[str]]:
         csv.writer(handle).writerows([["patient_id"], *([subject] for subject in forgotten)])
     models = work / "chexpert" / "models"
     common = ["--dataset_dir", str(data), "--model_dir", str(models), "--image_size", "32", "--batch_size", "8",
-              "--max_epochs", "1"]  # fmt: skip
+              "--max_epochs", "1", "--unlearn_epochs", "1"]  # fmt: skip
     return _workflows("chexpert_resnet_classification", "rl", common, request, models), forgotten
 
 
@@ -71,7 +72,7 @@ def _mrbrains18(work: Path) -> tuple[list[list[str]], list[str]]:
     request.write_text(json.dumps({"subjects": forgotten}))
     models = work / "mrbrains18" / "models"
     common = ["--dataset_dir", str(data), "--model_dir", str(models), "--depth", "10", "--max_epochs", "1",
-              "--pixdim", "[4.0, 4.0, 6.0]", "--roi_size", "[32, 32, 16]",
+              "--unlearn_epochs", "1", "--pixdim", "[4.0, 4.0, 6.0]", "--roi_size", "[32, 32, 16]",
               "--test_subjects", f"['{MRB_SUBJECTS[-1]}']"]  # fmt: skip
     return _workflows("mrbrains18_med3d_segmentation", "noisy_label", common, request, models), forgotten
 

@@ -198,6 +198,24 @@ def test_tuning_cost_goes_to_the_tuned_model_when_it_was_evaluated(tmp_path):
     assert table["rl"]["tuning seconds"] == "–" and table["retrain"]["tuning seconds"] == "–"
 
 
+def test_each_method_says_whether_its_erasure_is_exact_and_what_its_gap_was_measured_against(tmp_path):
+    log_run("guarantees", "evaluate", "original", {"forget_acc": 1.0})
+    log_run("guarantees", "evaluate", "retrain", {"forget_acc": 0.8, "unlearn_seconds": 50.0})
+    log_run("guarantees", "evaluate", "salun", {"gap_to_retrain": 4.0}, {"reference_model": "retrained.pt"})
+    log_run("guarantees", "evaluate", "sisa", {"gap_to_retrain": 0.0}, {"reference_model": "sisa_retrained.pt"})
+    page = write_report("guarantees", tmp_path / "report.html").read_text()
+    table = table_cells(page)
+    assert {method: row["guarantee"] for method, row in table.items()} == {
+        "original": "–",
+        "retrain": "exact",
+        "salun": "approximate",
+        "sisa": "exact",
+    }
+    assert table["salun"]["gap against"] == "retrained.pt" and table["sisa"]["gap against"] == "sisa_retrained.pt"
+    assert table["retrain"]["gap against"] == "–"
+    assert "<strong>Approximate</strong> (every other method)" in page and "sharded retraining" in page
+
+
 def test_plots_are_embedded_pngs_and_the_page_loads_nothing_from_outside(tmp_path):
     page = write_report("cxr", tmp_path / "report.html").read_text()
     images = embedded_pngs(page)

@@ -13,25 +13,25 @@ from medunlearn_monai.search_space import (
 )
 from medunlearn_monai.workflows import BUNDLES_DIR
 
-SALUN = ["learning_rate", "max_epochs", "batch_size", "momentum", "weight_decay", "saliency_ratio"]
+SALUN = ["learning_rate", "unlearn_epochs", "batch_size", "momentum", "weight_decay", "saliency_ratio"]
 TRAINING_FREE = {"ssd"}  # strategies that edit the weights once, with no learning rate and no epochs
 
 
 def test_defaults_search_the_learning_rate_epochs_and_the_strategys_own_knobs():
     space = build_search_space(SALUN)
-    assert set(space.distributions) == {"learning_rate", "max_epochs", "saliency_ratio"}
+    assert set(space.distributions) == {"learning_rate", "unlearn_epochs", "saliency_ratio"}
     assert space.distributions["learning_rate"] == FloatDistribution(1e-4, 1e-1, log=True)
-    assert isinstance(space.distributions["max_epochs"], IntDistribution)
+    assert isinstance(space.distributions["unlearn_epochs"], IntDistribution)
     assert space.fixed == {}
 
 
 def test_a_user_range_keeps_the_default_scale_and_a_single_value_fixes():
-    space = build_search_space(SALUN, {"learning_rate": [0.001, 0.1], "max_epochs": 2, "momentum": [0.0, 0.5]})
+    space = build_search_space(SALUN, {"learning_rate": [0.001, 0.1], "unlearn_epochs": 2, "momentum": [0.0, 0.5]})
     assert space.distributions["learning_rate"] == FloatDistribution(0.001, 0.1, log=True)
     assert space.distributions["momentum"] == FloatDistribution(0.0, 0.5)
-    assert "max_epochs" not in space.distributions and space.fixed == {"max_epochs": 2}
+    assert "unlearn_epochs" not in space.distributions and space.fixed == {"unlearn_epochs": 2}
     assert space.contains("learning_rate", 0.01) and not space.contains("learning_rate", 0.5)
-    assert space.contains("max_epochs", 2) and not space.contains("max_epochs", 3)
+    assert space.contains("unlearn_epochs", 2) and not space.contains("unlearn_epochs", 3)
 
 
 def test_batch_size_entries_are_choices():
@@ -42,21 +42,21 @@ def test_batch_size_entries_are_choices():
 
 def test_the_search_text_of_the_command_line_parses_as_python_or_json():
     assert parse_search("{'learning_rate': [0.001, 0.1]}") == {"learning_rate": [0.001, 0.1]}
-    assert parse_search('{"max_epochs": 3}') == {"max_epochs": 3}
+    assert parse_search('{"unlearn_epochs": 3}') == {"unlearn_epochs": 3}
     assert parse_search(None) == {}
 
 
 def test_names_held_by_other_overrides_are_not_searched():
-    space = build_search_space(SALUN, held=["max_epochs"])
+    space = build_search_space(SALUN, held=["unlearn_epochs"])
     assert set(space.distributions) == {"learning_rate", "saliency_ratio"}
 
 
 def test_describe_names_every_range_and_fixed_value():
-    described = build_search_space(SALUN, {"learning_rate": [0.001, 0.1], "max_epochs": 2}).describe()
+    described = build_search_space(SALUN, {"learning_rate": [0.001, 0.1], "unlearn_epochs": 2}).describe()
     assert described == {
         "learning_rate": "log-uniform [0.001, 0.1]",
         "saliency_ratio": "uniform [0.1, 0.9]",
-        "max_epochs": "fixed 2",
+        "unlearn_epochs": "fixed 2",
     }
 
 
@@ -67,11 +67,11 @@ def test_describe_names_every_range_and_fixed_value():
         ({"forget_weight": [0.5, 1.0]}, "strategy 'salun' does not declare 'forget_weight'"),
         ({"learning_rate": [0.1, 0.001]}, "low < high"),
         ({"weight_decay": [0.0, 0.01]}, "log scale"),
-        ({"max_epochs": [1.5, 4]}, "not an integer"),
+        ({"unlearn_epochs": [1.5, 4]}, "not an integer"),
         ({"saliency_ratio": [0.5, 2.0]}, "outside the values that make sense"),
         ({"learning_rate": "fast"}, "not a number"),
         ({"batch_size": [32, 32]}, "distinct choices"),
-        ({"max_epochs": True}, "not an integer"),
+        ({"unlearn_epochs": True}, "not an integer"),
         ("[0.1, 0.2]", "must map hyperparameter names"),
         ("learning_rate=0.1", "not a mapping literal"),
     ],
@@ -82,8 +82,8 @@ def test_bad_search_spaces_fail_with_the_cause(search, message):
 
 
 def test_a_name_both_overridden_and_searched_is_refused():
-    with pytest.raises(SearchSpaceError, match="set both by --max_epochs and in --search"):
-        build_search_space(SALUN, {"max_epochs": [1, 3]}, held=["max_epochs"])
+    with pytest.raises(SearchSpaceError, match="set both by --unlearn_epochs and in --search"):
+        build_search_space(SALUN, {"unlearn_epochs": [1, 3]}, held=["unlearn_epochs"])
 
 
 def test_nothing_left_to_search_is_refused():
@@ -100,6 +100,6 @@ def test_every_shipped_strategy_has_something_to_tune():
             continue
         if path.stem not in TRAINING_FREE:
             # RUM's epochs are its phases': groups x epochs_per_group
-            assert "learning_rate" in declared and {"max_epochs", "epochs_per_group"} & set(declared), path
+            assert "learning_rate" in declared and {"unlearn_epochs", "epochs_per_group"} & set(declared), path
         assert set(declared) - {"pretrained"} <= KNOWN_HYPERPARAMETERS.keys(), path
         assert build_search_space(declared).distributions, path

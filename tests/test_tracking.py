@@ -6,6 +6,7 @@ import mlflow
 import pytest
 
 from medunlearn_monai.tracking import (
+    RESUMED_FROM_TAG,
     MLflowTracker,
     TrackingServerUnreachable,
     comparison_rows,
@@ -41,6 +42,21 @@ def test_a_disabled_tracker_opens_no_store_and_logs_nothing(isolated_workdir):
     tracker.log_artifact(isolated_workdir / "file.txt")
     tracker.end()
     assert not (isolated_workdir / "mlflow.db").exists()
+
+
+def test_a_resumed_run_ends_only_a_still_running_interrupted_run_and_names_it():
+    client = mlflow.MlflowClient(tracking_uri())
+    experiment = client.create_experiment("exp")
+    killed, failed = (client.create_run(experiment).info.run_id for _ in range(2))  # as a killed process left them
+    client.set_terminated(failed, "FAILED")
+    for interrupted in (killed, failed, "0123456789abcdef"):  # the last one is in no store here
+        resumed = MLflowTracker("exp", "unlearn-rl")
+        resumed.start()
+        resumed.mark_resumed_from(interrupted)
+        resumed.end()
+        assert client.get_run(resumed.run_id).data.tags[RESUMED_FROM_TAG] == interrupted
+    assert client.get_run(killed).info.status == "KILLED"
+    assert client.get_run(failed).info.status == "FAILED"
 
 
 def test_runs_left_open_are_marked_failed():

@@ -20,6 +20,7 @@ from medunlearn_monai.data.medmnist import load_medmnist_items
 from medunlearn_monai.data.synthetic import write_synthetic_tissuemnist
 from medunlearn_monai.forget import ForgetRequest
 from medunlearn_monai.model_io import (
+    certificate_path,
     evaluation_path,
     file_sha256,
     item_scores_path,
@@ -32,7 +33,7 @@ from medunlearn_monai.tuning import TuningError, forget_retain_tradeoff, retrain
 from medunlearn_monai.workflows import run_workflow
 
 BUNDLE = "tissuemnist_resnet_classification"
-SEARCH = {"learning_rate": [0.005, 0.05], "momentum": [0.0, 0.5], "max_epochs": 1}
+SEARCH = {"learning_rate": [0.005, 0.05], "momentum": [0.0, 0.5], "unlearn_epochs": 1}
 N_TRIALS = 2
 RL_DEFAULTS = {"learning_rate": 0.03, "momentum": 0.0}  # configs/strategies/rl.json
 
@@ -99,11 +100,11 @@ def test_parent_run_logs_the_search_the_best_values_and_its_cost(tuned):
     assert json.loads(params["search_space"]) == {
         "learning_rate": "log-uniform [0.005, 0.05]",
         "momentum": "uniform [0, 0.5]",
-        "max_epochs": "fixed 1",
+        "unlearn_epochs": "fixed 1",
     }
     best = int(params["best_trial"])
     best_unlearn = _trial_runs(tuned, "unlearn")[best]
-    for name in ("learning_rate", "momentum", "max_epochs"):
+    for name in ("learning_rate", "momentum", "unlearn_epochs"):
         assert params[f"best_{name}"] == best_unlearn.data.params[name]
     assert metrics["best_val_gap_to_retrain"] == metrics["best_objective"]
     unlearn_seconds = {
@@ -127,7 +128,7 @@ def test_every_trial_unlearns_and_evaluates_as_a_child_run_inside_the_search_spa
         params = run.data.params
         assert 0.005 <= float(params["learning_rate"]) <= 0.05
         assert 0.0 <= float(params["momentum"]) <= 0.5
-        assert params["max_epochs"] == "1" and params["strategy"] == "rl"
+        assert params["unlearn_epochs"] == "1" and params["strategy"] == "rl"
     first = unlearn[1].data.params  # the strategy's shipped values come first
     assert {name: float(first[name]) for name in RL_DEFAULTS} == RL_DEFAULTS
     assert float(unlearn[2].data.params["learning_rate"]) != RL_DEFAULTS["learning_rate"]
@@ -164,12 +165,38 @@ def test_the_best_model_is_copied_and_the_original_and_retrained_models_are_unto
         assert file_sha256(models / name) == digest == read_json(record_path(models / name))["model_sha256"]
 
 
+def test_the_tuned_model_gets_its_own_certificate(tuned):
+    models = tuned.models
+    best = int(tuned.parent.data.params["best_trial"])
+    trial = read_json(certificate_path(models / "tuning" / "rl" / f"trial_{best}.pt"))
+    certificate = read_json(certificate_path(models / "unlearned_rl_tuned.pt"))
+    assert certificate["model_file"] == "unlearned_rl_tuned.pt" and certificate["strategy"] == "rl_tuned"
+    assert certificate["model_sha256"] == file_sha256(models / "unlearned_rl_tuned.pt")
+    assert certificate["tuning"] == read_json(record_path(models / "unlearned_rl_tuned.pt"))["tuning"]
+    assert certificate["copied_from"] == {
+        "model_file": f"trial_{best}.pt",
+        "certificate_sha256": file_sha256(certificate_path(models / "tuning" / "rl" / f"trial_{best}.pt")),
+    }
+    for section in ("forget_request_sha256", "counts", "retain_manifest", "consumed_items", "hyperparameters"):
+        assert certificate[section] == trial[section]
+    assert certificate["mlflow_run_id"] == tuned.parent.info.run_id
+    # its metrics and evidence are those of its own evaluation on the test split, not the trial's on validation
+    evaluation = read_json(evaluation_path(models / "unlearned_rl_tuned.pt"))
+    assert certificate["metrics"]["model"]["test_acc"] == evaluation["test_acc"]
+    assert certificate["guarantee"] == "approximate"
+    assert certificate["evidence"]["available"]["gap_to_retrain"] == evaluation["gap_to_retrain"]
+    assert certificate["evidence"]["available"]["gap_reference"] == "retrained.pt"
+    logged = tuned.client.list_artifacts(tuned.parent.info.run_id, "certificate")
+    assert [entry.path for entry in logged] == ["certificate/unlearned_rl_tuned.certificate.json"]
+
+
 def test_the_command_prints_one_line_per_trial_and_the_table(tuned):
     lines = tuned.stdout.splitlines()
     progress = [line.split(":")[0] for line in lines if re.match(r"trial \d+/\d+: val_gap_to_retrain [\d.]+ in", line)]
     assert progress == [f"trial {number}/{N_TRIALS}" for number in range(1, N_TRIALS + 1)]
     header = next(line for line in lines if line.lstrip().startswith("trial  val_gap_to_retrain"))
-    assert header.split() == ["trial", "val_gap_to_retrain", "seconds", "learning_rate", "max_epochs", "momentum"]
+    # hyperparameters in the search space's order of known names (search_space.py)
+    assert header.split() == ["trial", "val_gap_to_retrain", "seconds", "learning_rate", "unlearn_epochs", "momentum"]
     assert any(
         line.startswith(f"best: trial {tuned.parent.data.params['best_trial']}, val_gap_to_retrain") for line in lines
     )
@@ -240,7 +267,7 @@ def test_the_command_line_reports_a_bad_search_space_in_one_message(tuned, monke
     assert exit_code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "medunlearn: error: SearchSpaceError: strategy 'salun' does not declare 'forget_weight'; its hyperparameters "
-        "are learning_rate, max_epochs, batch_size, momentum, saliency_ratio."
+        "are learning_rate, unlearn_epochs, batch_size, momentum, saliency_ratio."
     )
 
 
@@ -296,12 +323,12 @@ def test_per_bundle_tuning_never_reads_the_test_split(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDUNLEARN_SALT", "tune-salt")
     clean = write_synthetic_tissuemnist(tmp_path / "clean" / "tissuemnist.npz", n_train=96, n_val=24, n_test=40)
     noisy = _with_noise_as_test_split(clean, tmp_path / "noisy" / "tissuemnist.npz")
-    common = {"batch_size": 32, "max_epochs": 1, "experiment_name": "tune-bundle"}
+    common = {"batch_size": 32, "max_epochs": 1, "unlearn_epochs": 1, "experiment_name": "tune-bundle"}
     results = {}
     for name, data in (("clean", clean), ("noisy", noisy)):
         overrides = {**common, "dataset_dir": str(data.parent), "model_dir": str(tmp_path / name / "models")}
         run_workflow(BUNDLE, "train", **overrides)
-        search = {name: SEARCH[name] for name in ("learning_rate", "momentum")}  # max_epochs is held at 1
+        search = {name: SEARCH[name] for name in ("learning_rate", "momentum")}  # unlearn_epochs is held at 1
         results[name] = tune(
             BUNDLE, "rl", n_trials=3, search=search, mode="per_bundle", tuning_seed=5, amortise_over=20, **overrides
         )

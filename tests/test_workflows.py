@@ -18,6 +18,9 @@ def test_config_lists_layer_shared_keys_then_overrides():
         "strategies/salun.json",
     ]
     assert names(config_files(BUNDLE, "inference")) == ["inference.json"]
+    sisa = ["common.json", "train.json", "sisa.json"]
+    assert names(config_files(BUNDLE, "unlearn", "sisa")) == [*sisa, "sisa_unlearn.json"]
+    assert names(config_files(BUNDLE, "evaluate", "sisa")) == [*sisa, "evaluate.json", "sisa_evaluate.json"]
 
 
 def test_multi_gpu_overrides_come_last_for_train_and_unlearn_only():

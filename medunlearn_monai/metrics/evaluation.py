@@ -29,12 +29,21 @@ from medunlearn_monai.metrics.membership_inference import (
 )
 from medunlearn_monai.metrics.probe import LayerInputs, probe_accuracy
 from medunlearn_monai.metrics.subgroups import accuracy, per_observation_auc, subgroup_metrics
-from medunlearn_monai.model_io import evaluation_path, item_scores_path, read_json, read_record, record_path, write_json
+from medunlearn_monai.model_io import (
+    evaluation_path,
+    file_sha256,
+    item_scores_path,
+    read_json,
+    read_record,
+    record_path,
+    write_json,
+)
 from medunlearn_monai.tracking import MLflowTracker
 
 logger = logging.getLogger(__name__)
 UNLEARNING_WORKFLOWS = ("retrain", "unlearn")
 REQUEST_KEY = "forget_request_sha256"
+REFERENCE_KEY = "reference_model"  # the file the gap to retrain was measured against
 MIA_SPLITS = ("retain", "forget", "test")
 
 
@@ -49,7 +58,9 @@ class UnlearningEvaluation:
     adds (see the subclasses), ``unlearn_seconds`` for retrained and unlearned models, and
     ``gap_to_retrain`` (mean absolute difference over :attr:`gap_metrics`, in points) and
     ``speedup_vs_retrain`` once the retrained reference has been evaluated. The result is written
-    beside the model (``<model>.eval.json``, with the request hash) and, with a tracker, logged.
+    beside the model (``<model>.eval.json``, with the request hash, the model file's SHA-256 and
+    ``reference_model``, the file name of the reference the gap was measured against, None without a
+    gap) and, with a tracker, logged (``reference_model`` as a param).
 
     Subclasses also keep each item's loss and confidence (:meth:`_keep_item_scores`); these go,
     with the salted hash of the item's subject, to ``<model>.items.json`` and the run's ``tables/``
@@ -61,7 +72,8 @@ class UnlearningEvaluation:
         evaluator: a MONAI evaluator holding the network to score.
         loaders: split name -> data loader; empty splits are skipped.
         model_path: the evaluated model file; its record (``<model>.json``) tells how it was made.
-        reference_model: the retrained model file to compare with, or None.
+        reference_model: the model's exact counterpart to compare with (the retrained model; for SISA the
+            sharded retraining), or None.
         tracker: the MLflow run of this evaluation, or None.
         seed: seed of any sampling in the scores.
         forget_request_sha256: hash of the forget request the splits come from.
@@ -105,10 +117,13 @@ class UnlearningEvaluation:
         metrics.update(self._model_scores(metrics))
         metrics.update(self._loss_attack_scores())
         metrics.update(self._cost_and_gap(metrics))
-        write_json(evaluation_path(self.model_path), {**metrics, REQUEST_KEY: self.forget_request_sha256})
+        reference = self.reference_model.name if "gap_to_retrain" in metrics else None
+        record = {REQUEST_KEY: self.forget_request_sha256, "model_sha256": file_sha256(self.model_path)}
+        write_json(evaluation_path(self.model_path), {**metrics, **record, REFERENCE_KEY: reference})
         items_path = item_scores_path(self.model_path)
         write_json(items_path, {REQUEST_KEY: self.forget_request_sha256, "splits": self.item_scores})
         if self.tracker:
+            self.tracker.log_params({REFERENCE_KEY: reference or "none"})
             self.tracker.log_metrics(metrics)
             self.tracker.log_artifact(items_path, "tables")
             self._log_artifacts()
@@ -150,12 +165,30 @@ class UnlearningEvaluation:
 
     def _loss_attack_scores(self) -> dict[str, float]:
         """Loss-threshold attack, forget items against test items, when all evaluation splits were scored."""
+        losses = self._known_item_scores("loss")
+        if not losses:
+            return {}
+        scores = loss_attack(losses["forget"], losses["test"])
+        return {f"mia_loss_{name}": value for name, value in scores.items()}
+
+    def _known_item_scores(self, kind: str) -> dict[str, np.ndarray]:
+        """The retain, forget and test items' ``kind`` (``"loss"`` or ``"confidence"``), items without one left out.
+
+        A multi-label item without any known label has NaN loss and confidence and so nothing to tell about
+        membership; every attack leaves such items out alike. Empty when a split was not scored, or (with a
+        warning) when one keeps no item.
+        """
         if not all(split in self.item_scores for split in MIA_SPLITS):
             return {}
-        forget, test = (np.asarray(self.item_scores[split]["loss"]) for split in ("forget", "test"))
-        # A multi-label item without any known label has no loss and so nothing to tell about membership.
-        scores = loss_attack(forget[np.isfinite(forget)], test[np.isfinite(test)])
-        return {f"mia_loss_{name}": value for name, value in scores.items()}
+        scores = {}
+        for split in MIA_SPLITS:
+            values = np.asarray(self.item_scores[split][kind], dtype=float)
+            scores[split] = values[np.isfinite(values)]
+        empty = [split for split, values in scores.items() if values.size == 0]
+        if empty:
+            logger.warning("No membership inference on %s: no %s item has a known label.", kind, " or ".join(empty))
+            return {}
+        return scores
 
     def _model_scores(self, metrics: Mapping[str, float]) -> dict[str, float]:
         """Task-specific scores computed once every split was evaluated; none by default."""
@@ -309,8 +342,8 @@ class ClassificationEvaluation(UnlearningEvaluation):
 
     def _model_scores(self, metrics: Mapping[str, float]) -> dict[str, float]:
         scores: dict[str, float] = {}
-        if all(split in self.confidences for split in MIA_SPLITS):
-            confidences = self.confidences
+        confidences = self._known_item_scores("confidence")
+        if confidences:
             scores["mia_efficacy"] = mia_efficacy(
                 confidences["retain"], confidences["test"], confidences["forget"], self.seed
             )

@@ -86,12 +86,19 @@ def mia_efficacy(
     applied to the forget items.
 
     Raises:
-        ValueError: when any of the three sets is empty.
+        ValueError: when any of the three sets is empty or holds a non-finite confidence (a multi-label item
+            without any known label has NaN confidence: leave such items out).
     """
     sets = {"retain": retain_confidence, "test": test_confidence, "forget": forget_confidence}
     empty = [name for name, values in sets.items() if len(values) == 0]
     if empty:
         raise ValueError(f"MIA efficacy needs retain, test and forget items; empty: {', '.join(empty)}.")
+    non_finite = [name for name, values in sets.items() if not np.isfinite(np.asarray(values, dtype=float)).all()]
+    if non_finite:
+        raise ValueError(
+            f"MIA efficacy needs finite confidences; the {' and '.join(non_finite)} confidences hold NaN or infinity "
+            "(items without any known label have none: leave them out)."
+        )
     rng = np.random.default_rng(seed)
     members = rng.choice(retain_confidence, size=min(len(retain_confidence), len(test_confidence)), replace=False)
     features = np.concatenate([members, test_confidence]).reshape(-1, 1)

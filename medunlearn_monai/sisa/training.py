@@ -36,6 +36,7 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from medunlearn_monai.certificate import CertificateWriter
+from medunlearn_monai.identities import item_identity
 from medunlearn_monai.model_io import file_sha256, read_json, record_path, save_weights, write_json
 from medunlearn_monai.precision import AutocastInferer
 from medunlearn_monai.safe_loading import load_weights
@@ -75,7 +76,8 @@ class ShardedTraining:
         shard_ids: train only these shards (a parallel job); None trains every shard not already current.
         num_workers: data loader workers.
         validator: evaluator of the assembled ensemble (the bundle's validation), run once at the end.
-        certificate: the erasure certificate writer of a forget request; gets the retrained shards.
+        certificate: the erasure certificate writer of a forget request; records every stage's batches and the
+            items of reused checkpoints, and gets the retrained shards.
         tracker: the run's MLflow run.
         seconds_metric: metric name of the wall time (``train_seconds`` or ``unlearn_seconds``).
 
@@ -167,6 +169,8 @@ class ShardedTraining:
         stages = samples = 0
         for shard in self.shard_ids:
             first_stage, checkpoints = self._reuse(shard, settings, digests[shard])
+            if first_stage and self.certificate is not None:
+                self._record_reused(stage_indices(slices[shard], first_stage - 1))
             if first_stage < self.plan.slices:
                 retrained[shard] = first_stage + 1
             for stage in range(first_stage, self.plan.slices):
@@ -275,6 +279,11 @@ class ShardedTraining:
         self._loaded.add(shard)
         return best, kept_sha256
 
+    def _record_reused(self, positions: Sequence[int]) -> None:
+        """Tell the certificate which items a reused checkpoint learned: those of its slices, equal by digest."""
+        identities = [item_identity(self.items[position], self.salt, self.dataset_dir) for position in positions]
+        self.certificate.record(identities, [False] * len(identities))
+
     def _train_stage(self, shard: int, stage: int, positions: Sequence[int]) -> tuple[int, str]:
         """Train one stage of one shard with a stock SupervisedTrainer and checkpoint it; returns the items seen
         and the checkpoint's SHA-256."""
@@ -305,6 +314,8 @@ class ShardedTraining:
             inferer=self.inferer,
             train_handlers=[LrScheduleHandler(schedule, print_lr=False), progress],
         )
+        if self.certificate is not None:
+            self.certificate.watch(trainer)
         trainer.run()
         per_epoch = len(loader) * batch_size if loader.drop_last else len(positions)
         return per_epoch * self.epochs_per_slice, save_weights(checkpoint, member.state_dict())

@@ -10,9 +10,10 @@ from monai.engines.utils import IterationEvents
 from torch import nn
 
 from medunlearn_monai.strategies._modules import match_modules, validate_module_names
+from medunlearn_monai.strategies._state import NoRunState
 
 
-class FreezeModules:
+class FreezeModules(NoRunState):
     """Keep the named submodules' parameters and buffers bit-identical while the rest of the network learns.
 
     Every submodule whose qualified name equals, or starts with ``name + "."`` for, one of

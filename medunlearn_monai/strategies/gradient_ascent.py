@@ -9,9 +9,10 @@ from monai.utils import CommonKeys
 
 from medunlearn_monai.forget import FORGET_KEY
 from medunlearn_monai.strategies._batch import forget_mask
+from medunlearn_monai.strategies._state import NoRunState
 
 
-class GradientAscent:
+class GradientAscent(NoRunState):
     """Replace the trainer's batch loss by ``retain_weight * l_retain - forget_weight * l_forget``.
 
     ``l_retain`` and ``l_forget`` are the summed per-item losses of retain and forget items divided

@@ -10,9 +10,10 @@ from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys
 
 from medunlearn_monai.strategies._modules import unwrap_network
+from medunlearn_monai.strategies._state import NoRunState
 
 
-class L1Sparse:
+class L1Sparse(NoRunState):
     """Add ``gamma_t * ||theta||_1`` to the trainer's batch loss (Jia et al., NeurIPS 2023).
 
     ``theta`` is every parameter of the network; ``gamma_t`` falls linearly from ``l1_weight`` at the

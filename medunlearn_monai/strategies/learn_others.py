@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
 
 from medunlearn_monai.forget import FORGET_KEY
+from medunlearn_monai.random_states import random_transforms, set_transform_states, transform_states
 from medunlearn_monai.strategies._batch import forget_mask
 
 
@@ -20,6 +22,9 @@ class LearnOthers:
 
     Retain items keep their labels. The batch is replaced, never modified in place, so tensors
     cached by the dataset do not change.
+
+    A run checkpoint holds where the donor pass stands (:meth:`state_dict`), so a resumed run takes
+    the donors the uninterrupted run would have taken, in the same crops.
 
     Args:
         donor_loader: re-iterable of collated batches (dicts) of retain items, e.g. a MONAI
@@ -42,6 +47,54 @@ class LearnOthers:
         self.forget_key = forget_key
         self._batches: Iterator | None = None
         self._pending: list[torch.Tensor] = []
+        self._pass_start: torch.Tensor | None = None  # torch's generator when the current pass began
+        self._batches_taken = 0  # from the current pass
+        self._transforms = random_transforms(getattr(getattr(donor_loader, "dataset", None), "transform", None))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the donor pass stands, saved in run checkpoints.
+
+        The donor maps left of the current donor batch; how many batches the current pass gave and the state
+        torch's generator had when it began (a shuffling loader draws its order from it); the generators of the
+        donor dataset's random transforms (its crops).
+        """
+        state: dict[str, Any] = {
+            "pending": [label.as_subclass(torch.Tensor).clone() for label in self._pending],
+            "batches_taken": self._batches_taken,
+            "transforms": transform_states(self._transforms),
+        }
+        if self._pass_start is not None:
+            state["pass_start"] = self._pass_start
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue the donor pass of :meth:`state_dict`.
+
+        The pass is iterated again from the saved generator state up to where it stood; the batches it gives on the
+        way are dropped, and neither torch's generator nor the transforms' generators keep the draws this takes.
+
+        Raises:
+            ValueError: when the donor loader now gives fewer batches than the pass had given.
+        """
+        self._pending = list(state["pending"])
+        self._batches_taken = int(state["batches_taken"])
+        self._pass_start = state.get("pass_start")
+        set_transform_states(self._transforms, state["transforms"])
+        self._batches = None if self._pass_start is None else self._replayed_pass()
+
+    def _replayed_pass(self) -> Iterator:
+        saved_transforms = transform_states(self._transforms)
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(self._pass_start)
+            batches = iter(self.donor_loader)
+            for taken in range(self._batches_taken):
+                if next(batches, None) is None:
+                    raise ValueError(
+                        f"the checkpoint's donor pass had given {self._batches_taken} batches, donor_loader now gives "
+                        f"{taken}: resume with the same donor data."
+                    )
+        set_transform_states(self._transforms, saved_transforms)
+        return batches
 
     def attach(self, engine: Engine) -> None:
         """Swap labels at the start of every iteration, before the trainer prepares the batch."""
@@ -75,17 +128,19 @@ class LearnOthers:
         restarted = False
         while True:
             if self._batches is None:
+                self._pass_start, self._batches_taken = torch.get_rng_state(), 0
                 self._batches = iter(self.donor_loader)
                 restarted = True
             donor_batch = next(self._batches, None)
             if donor_batch is None:
-                self._batches = None
+                self._batches, self._pass_start = None, None
                 if restarted:
                     raise ValueError(
                         "donor_loader yielded no items: give a non-empty, re-iterable loader of retain "
                         "items (e.g. a DataLoader, not a one-shot iterator)."
                     )
                 continue
+            self._batches_taken += 1
             if not isinstance(donor_batch, Mapping):
                 raise TypeError(f"donor_loader must yield collated dict batches, got {type(donor_batch).__name__}.")
             if self.label_key not in donor_batch:

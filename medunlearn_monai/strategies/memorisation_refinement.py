@@ -15,6 +15,7 @@ from medunlearn_monai.forget import FORGET_KEY
 from medunlearn_monai.metrics.membership_inference import true_class_confidence, true_label_confidence
 from medunlearn_monai.strategies._batch import forget_mask
 from medunlearn_monai.strategies._modules import unwrap_network
+from medunlearn_monai.strategies._state import has_run_state
 
 # Events a group's handlers receive only while their group is active; run-level events (STARTED, epochs,
 # COMPLETED) reach every group, so e.g. a saliency mask is still computed once at the start.
@@ -50,6 +51,7 @@ class MemorisationRefinement:
 
     Raises:
         ValueError: for no groups or ``epochs_per_group`` below 1.
+        TypeError: when a group handler has no ``state_dict``/``load_state_dict`` (run checkpoints need them).
     """
 
     def __init__(
@@ -66,6 +68,13 @@ class MemorisationRefinement:
             raise ValueError("group_handlers must hold at least one group (a list of handlers, possibly empty).")
         if epochs_per_group < 1:
             raise ValueError(f"epochs_per_group must be at least 1, got {epochs_per_group}.")
+        for group, handlers in enumerate(group_handlers):
+            for handler in handlers:
+                if not has_run_state(handler):
+                    raise TypeError(
+                        f"group {group}'s {type(handler).__name__} has no state_dict/load_state_dict, so a resumed "
+                        "run could not continue its random draws: give it both (an empty state when it keeps none)."
+                    )
         self.forget_loader = forget_loader
         self.group_handlers = [list(handlers) for handlers in group_handlers]
         self.epochs_per_group = epochs_per_group
@@ -76,20 +85,31 @@ class MemorisationRefinement:
         self.groups: dict[str, int] = {}  # subject -> group index; kept in memory only, never written
 
     def state_dict(self) -> dict[str, Any]:
-        """The handlers' states (e.g. label generators), saved in run checkpoints."""
+        """Every group handler's state (e.g. label generators), saved in run checkpoints.
+
+        The groups are not saved: a resumed run scores them again when it starts, on the source model.
+        """
         return {
             f"{group}.{index}": handler.state_dict()
             for group, handlers in enumerate(self.group_handlers)
             for index, handler in enumerate(handlers)
-            if hasattr(handler, "state_dict")
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the handlers' states from :meth:`state_dict`."""
+        """Restore the handlers' states from :meth:`state_dict`.
+
+        Raises:
+            ValueError: when ``state`` lacks the state of a handler that keeps one.
+        """
         for group, handlers in enumerate(self.group_handlers):
             for index, handler in enumerate(handlers):
                 if f"{group}.{index}" in state:
                     handler.load_state_dict(state[f"{group}.{index}"])
+                elif handler.state_dict():
+                    raise ValueError(
+                        f"the checkpoint holds no state of group {group}'s {type(handler).__name__}: it was made with "
+                        "other group handlers."
+                    )
 
     def attach(self, engine: Engine) -> None:
         """Group at the start, filter every batch first, then attach each group's handlers behind a gate."""

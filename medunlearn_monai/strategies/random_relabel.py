@@ -15,7 +15,8 @@ class RandomRelabel:
     Retain items keep their labels, so on a mixed batch the trainer learns the retain data while
     unlearning the forget data. A fresh wrong label is drawn each time an item is seen. With
     ``multilabel`` the label is a 0/1 vector over ``num_classes`` observations and the new one is a
-    uniformly drawn *different* 0/1 vector.
+    uniformly drawn *different* 0/1 vector; unknown observations (NaN) stay unknown, and at least one
+    known observation always changes (an item without any known observation keeps its label).
 
     Args:
         num_classes: number of classes of the classifier (at least 2), or of observations.
@@ -72,10 +73,23 @@ class RandomRelabel:
 
     def _other_vectors(self, labels: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:
         # Adding a non-zero random bit pattern modulo 2 (XOR) is uniform over the other 2^K - 1 vectors.
-        # Unknown labels (NaN, e.g. CheXpert's ignored uncertain findings) stay unknown.
+        # Unknown labels (NaN, e.g. CheXpert's ignored uncertain findings) stay unknown, so a pattern that flips
+        # none of an item's known labels would leave it with its true labels: such items draw again, which keeps
+        # the flips of the known labels uniform over their non-zero patterns. An item without any known label has
+        # nothing to change.
         labels = labels.reshape(labels.shape[0], self.num_classes)
+        known = ~torch.isnan(labels).cpu()
+        bits = self._bit_patterns(labels.shape[0])
+        redraw = flags.cpu() & known.any(dim=1) & ~(bits.bool() & known).any(dim=1)
+        while redraw.any():
+            bits[redraw] = self._bit_patterns(int(redraw.sum()))
+            redraw &= ~(bits.bool() & known).any(dim=1)
         vectors = torch.nan_to_num(labels).round().long()
-        patterns = torch.randint(1, 2**self.num_classes, (labels.shape[0],), generator=self.generator)
-        bits = (patterns[:, None] >> torch.arange(self.num_classes)) & 1
-        relabeled = torch.where(flags[:, None], vectors ^ bits, vectors).to(labels.dtype)
+        bits = bits.to(vectors.device)
+        relabeled = torch.where(flags[:, None].to(vectors.device), vectors ^ bits, vectors).to(labels.dtype)
         return torch.where(torch.isnan(labels), labels, relabeled)
+
+    def _bit_patterns(self, count: int) -> torch.Tensor:
+        """``count`` uniformly drawn non-zero 0/1 vectors of length ``num_classes``, one per row."""
+        patterns = torch.randint(1, 2**self.num_classes, (count,), generator=self.generator)
+        return (patterns[:, None] >> torch.arange(self.num_classes)) & 1

@@ -9,9 +9,10 @@ from ignite.engine import Engine, Events
 from torch import nn
 
 from medunlearn_monai.strategies._modules import match_modules, validate_module_names
+from medunlearn_monai.strategies._state import NoRunState
 
 
-class ReinitializeModules:
+class ReinitializeModules(NoRunState):
     """Re-initialise the named submodules at the start of the run (e.g. the encoder: "Random Encoder").
 
     At ``Events.STARTED`` every submodule whose qualified name equals, or starts with

@@ -9,9 +9,10 @@ from ignite.engine import Engine, Events
 from monai.engines.utils import IterationEvents, default_prepare_batch
 
 from medunlearn_monai.strategies._modules import unwrap_network
+from medunlearn_monai.strategies._state import NoRunState
 
 
-class SaliencyMask:
+class SaliencyMask(NoRunState):
     """Restrict training to the ``ratio`` of weights with the largest forget-loss gradient.
 
     At the start of the run the gradient of the loss on the forget data is accumulated (network in

@@ -16,9 +16,10 @@ from torch.nn import functional
 from medunlearn_monai.forget import FORGET_KEY
 from medunlearn_monai.strategies._batch import forget_mask
 from medunlearn_monai.strategies._modules import unwrap_network
+from medunlearn_monai.strategies._state import NoRunState
 
 
-class Scrub:
+class Scrub(NoRunState):
     """Replace the trainer's batch loss by SCRUB's max-step and min-step terms (Kurmanji et al., NeurIPS 2023).
 
     The teacher is a frozen eval-mode copy of the network as loaded when the run starts (the original

@@ -11,9 +11,10 @@ from monai.engines.utils import default_prepare_batch
 from torch import nn
 
 from medunlearn_monai.strategies._modules import unwrap_network
+from medunlearn_monai.strategies._state import NoRunState
 
 
-class SelectiveSynapticDampening:
+class SelectiveSynapticDampening(NoRunState):
     """SSD (Foster, Schoepf, Brintrup, AAAI 2024): dampen the forget data's own weights, without training.
 
     When the run starts (after the source model is loaded) the diagonal Fisher importance of every parameter element

@@ -22,6 +22,7 @@ finished steps (a run interrupted between seeds resumes at the first unfinished 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
@@ -306,8 +307,21 @@ def _run_steps(bundle: str, tracker: Any, work: Path, steps: Sequence[Step]) -> 
         if step.original:
             _copy_original(step.original, Path(step.overrides["model_dir"]) / "model.pt")
         children.run(step.title, step.workflow, step.strategy, **step.overrides, **_rerun_settings(step))
+        ledger = record_finished(ledger_path, step)
+
+
+def record_finished(ledger_path: Path, step: Step) -> dict[str, str]:
+    """Add ``step`` to the ledger on disk and return it, keeping what protocols running side by side recorded.
+
+    Two protocols may share a work folder (say, seeds 0-1 and seed 2 on two cores): each re-reads the ledger
+    under a lock before adding its step, so neither erases the other's finished steps.
+    """
+    with open(ledger_path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        ledger: dict[str, str] = read_json(ledger_path) if ledger_path.is_file() else {}
         ledger[step.key] = step.signature()
         write_json(ledger_path, ledger)
+    return ledger
 
 
 def _rerun_settings(step: Step) -> dict[str, bool]:

@@ -61,8 +61,9 @@ def tiny_data(tmp_path_factory) -> dict[str, dict[str, Any]]:
         root / "mrbrains18", n_subjects=3, spacing=(4.0, 4.0, 6.0), subject_ids=["s1", "s2", "s3"]
     )
     return {
-        "tissuemnist_resnet_classification": {"dataset_dir": str(root / "tissuemnist")},
-        "chexpert_resnet_classification": {"dataset_dir": str(chexpert), "image_size": 32},
+        # batch sizes below the item counts: training refuses a loader that would yield no full batch
+        "tissuemnist_resnet_classification": {"dataset_dir": str(root / "tissuemnist"), "batch_size": 16},
+        "chexpert_resnet_classification": {"dataset_dir": str(chexpert), "image_size": 32, "batch_size": 8},
         SEGMENTATION: {
             "dataset_dir": str(root / "mrbrains18"),
             "test_subjects": ["s3"],

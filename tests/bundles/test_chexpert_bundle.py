@@ -8,6 +8,7 @@ from pathlib import Path
 
 import mlflow
 import monai.bundle
+import numpy as np
 import pytest
 import torch
 
@@ -24,13 +25,20 @@ FEMALE_REQUEST = {"forget_fraction": 0.25, "forget_where": {"sex": "Female"}}
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    """Run every workflow once on 80 synthetic patients; returns the work folder, models folder and environment."""
-    work = tmp_path_factory.mktemp("chexpert")
+def synthetic_data(tmp_path_factory) -> Path:
+    """80 synthetic patients in the CheXpert layout."""
+    work = tmp_path_factory.mktemp("chexpert_data")
     # Clear findings and exact labels: 80 patients and 8 epochs must learn them (the default data is harder).
     easy = {"cue_strength": 1.0, "noise_std": 0.02, "label_noise": 0.0}
     easy |= {"female_prevalence": 0.3, "male_prevalence": 0.3}
-    data = write_synthetic_chexpert(work / "data" / "CheXpert-v1.0-small", n_patients=80, size=32, **easy)
+    return write_synthetic_chexpert(work / "CheXpert-v1.0-small", n_patients=80, size=32, **easy)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, synthetic_data):
+    """Run every workflow once on 80 synthetic patients; returns the work folder, models folder and environment."""
+    work = tmp_path_factory.mktemp("chexpert")
+    data = synthetic_data
     environment = {"MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}", "MEDUNLEARN_SALT": "e2e-salt"}
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(work)
@@ -39,7 +47,7 @@ def pipeline(tmp_path_factory):
         common = {"dataset_dir": str(data), "model_dir": str(work / "models"), **SMALL}
         run_workflow(BUNDLE, "train", **common)
         run_workflow(BUNDLE, "train", **common, **FEMALE_REQUEST)
-        unlearn_common = {key: value for key, value in common.items() if key != "max_epochs"}
+        unlearn_common = common  # unlearning runs each strategy's own unlearn_epochs
         for name in STRATEGIES:
             run_workflow(BUNDLE, "unlearn", name, **unlearn_common, **FEMALE_REQUEST)
         models = work / "models"
@@ -168,18 +176,28 @@ def test_inference_writes_five_probabilities_per_image(pipeline, tmp_path):
         assert len(probabilities) == 5 and all(0 <= value <= 1 for value in probabilities)
 
 
-def test_ignore_policy_trains_and_scores_on_known_labels_only(pipeline, tmp_path):
-    _, data, _, _ = pipeline
+def test_ignore_policy_trains_and_scores_on_known_labels_only(synthetic_data, tmp_path):
+    # Every third image's findings are all uncertain: under the ignore policy it has no known label at all, so it
+    # has no loss and no confidence, and both membership attacks must leave it out (the SVC refused NaN).
+    data = _copy_tree(synthetic_data, tmp_path / "CheXpert-v1.0-small")
+    _rewrite_csv(data / "train.csv", lambda rows: [rows[0]] + [
+        row[:5] + ["-1.0"] * (len(row) - 5) if number % 3 == 0 else row for number, row in enumerate(rows[1:])
+    ])  # fmt: skip
     items = parsed(data, "train#dataset", uncertainty="ignore")
+    assert any(torch.isnan(torch.as_tensor(item["label"])).all() for item in items)
     assert any(torch.isnan(torch.as_tensor(item["label"])).any() for item in items)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(tmp_path)
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
         common = {"dataset_dir": str(data), "model_dir": str(tmp_path / "models"), **SMALL, "uncertainty": "ignore"}
         run_workflow(BUNDLE, "train", **{**common, "max_epochs": 2})
-        run_workflow(BUNDLE, "unlearn", "salun", **{**common, "max_epochs": 1}, **FEMALE_REQUEST)
+        run_workflow(BUNDLE, "unlearn", "salun", **{**common, "unlearn_epochs": 1}, **FEMALE_REQUEST)
         run_workflow(BUNDLE, "evaluate", **common, **FEMALE_REQUEST,
                      model_path=str(tmp_path / "models" / "unlearned_salun.pt"))  # fmt: skip
+    splits = read_json(tmp_path / "models" / "unlearned_salun.items.json")["splits"]
+    for split in ("retain", "forget", "test"):
+        confidences = np.asarray(splits[split]["confidence"], dtype=float)
+        assert np.isnan(confidences).any() and np.isfinite(confidences).any(), split
     metrics = read_json(tmp_path / "models" / "unlearned_salun.eval.json")
-    for key in ("retain_auc", "test_auc", "forget_acc", "mia_efficacy", "test_auc_female"):
+    for key in ("retain_auc", "test_auc", "forget_acc", "mia_efficacy", "mia_loss_auc", "test_auc_female"):
         assert 0 <= metrics[key] <= 1, key

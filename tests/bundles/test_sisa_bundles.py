@@ -63,7 +63,7 @@ def sharded(tmp_path_factory):
         original["sisa.pt"] = file_sha256(work / "models" / "sisa.pt")
         run_workflow(BUNDLE, "unlearn", "sisa", **common, **request)
         run_workflow(BUNDLE, "train", "sisa", **common, **request)
-        for model in ("sisa", "unlearned_sisa"):
+        for model in ("sisa", "sisa_retrained", "unlearned_sisa"):  # the exact counterpart before the unlearned
             run_workflow(
                 BUNDLE, "evaluate", "sisa", **common, **request, model_path=str(work / "models" / f"{model}.pt")
             )
@@ -121,6 +121,21 @@ def test_certificate_records_the_retrained_shards_and_nothing_names_the_subject(
     texts = [path.read_text() for path in (work / "models").rglob("*.json")]
     texts += [path.read_text(errors="ignore") for path in (work / "mlruns").rglob("*") if path.is_file()]
     assert texts and not any(subject in text for text in texts)
+
+
+def test_unlearned_sisa_is_compared_with_sharded_retraining_its_exact_counterpart(sharded):
+    work, _, _, _ = sharded
+    models = work / "models"
+    evaluation = read_json(models / "unlearned_sisa.eval.json")
+    assert evaluation["reference_model"] == "sisa_retrained.pt"
+    assert evaluation["gap_to_retrain"] == pytest.approx(0.0, abs=1e-9)  # the same weights, bit for bit
+    retrained_seconds = read_json(models / "sisa_retrained.json")["seconds"]
+    unlearn_seconds = read_json(models / "unlearned_sisa.json")["seconds"]
+    assert evaluation["speedup_vs_retrain"] == pytest.approx(retrained_seconds / unlearn_seconds)
+    certificate = read_json(models / "unlearned_sisa.certificate.json")
+    assert certificate["guarantee"] == "exact" and "evidence" not in certificate
+    counterpart = read_json(models / "sisa_retrained.eval.json")
+    assert certificate["metrics"]["retrained"]["forget_acc"] == counterpart["forget_acc"]
 
 
 def test_sharded_models_are_evaluated_like_any_other(sharded):

@@ -28,6 +28,12 @@ def test_empty_sets_are_refused():
         mia_efficacy(MEMBERS, NON_MEMBERS, np.array([]))
 
 
+def test_nan_confidences_are_refused_naming_the_set():
+    # sklearn's SVC would fail with "Input X contains NaN"; items without a known label must be left out first.
+    with pytest.raises(ValueError, match="the test confidences hold NaN"):
+        mia_efficacy(MEMBERS, np.append(NON_MEMBERS, np.nan), rng.uniform(0.1, 0.6, 50))
+
+
 def test_per_item_loss_is_the_clipped_cross_entropy_of_the_true_class():
     probabilities = torch.tensor([[0.7, 0.3, 0.0], [0.0, 0.0, 1.0]])
     losses = true_class_loss(probabilities, torch.tensor([0, 1]))

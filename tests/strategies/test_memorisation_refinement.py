@@ -7,6 +7,7 @@ from monai.engines.utils import IterationEvents
 
 from medunlearn_monai.metrics.membership_inference import true_class_confidence
 from medunlearn_monai.strategies import GradientAscent, MemorisationRefinement, RandomRelabel
+from medunlearn_monai.strategies._state import NoRunState
 
 from .conftest import flagged_items
 
@@ -20,7 +21,7 @@ def forget_loader(items):
     return DataLoader([item for item in items if item["forget"]], batch_size=8)
 
 
-class Recorder:
+class Recorder(NoRunState):
     """A strategy handler that records the forget subjects of the batches it acts on, and its STARTED calls."""
 
     def __init__(self):
@@ -109,6 +110,15 @@ def test_label_generators_are_checkpointed():
     before = torch.randint(0, 100, (5,), generator=relabel.generator)
     refinement.load_state_dict(state)
     assert torch.equal(torch.randint(0, 100, (5,), generator=relabel.generator), before)
+
+
+def test_a_group_handler_that_cannot_save_its_state_is_refused():
+    class DrawsWithoutSaving:
+        def attach(self, engine):
+            pass
+
+    with pytest.raises(TypeError, match="group 1's DrawsWithoutSaving has no state_dict/load_state_dict"):
+        MemorisationRefinement([], [[RandomRelabel(4)], [DrawsWithoutSaving()]])
 
 
 def test_epochs_must_match_the_phases(make_trainer):

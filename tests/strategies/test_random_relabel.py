@@ -65,3 +65,34 @@ def test_multilabel_unknown_labels_stay_unknown():
     relabeled = engine.state.batch["label"]
     assert torch.isnan(relabeled[:, 1]).all()
     assert ((relabeled[:, [0, 2]] == 0) | (relabeled[:, [0, 2]] == 1)).all()
+
+
+def _relabel_batch(labels: torch.Tensor, flags: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    class Batch:
+        batch: dict
+
+    engine = type("Engine", (), {"state": Batch()})()
+    engine.state.batch = {"label": labels, "forget": flags}
+    RandomRelabel(labels.shape[1], seed=seed, multilabel=True)(engine)
+    return engine.state.batch["label"]
+
+
+def test_multilabel_relabel_always_changes_a_known_label():
+    nan = float("nan")
+    # One known label: the only other vector flips it, whatever the draw (a pattern of unknown bits only used to
+    # leave 15 of 31 such items with their true label).
+    one_known = _relabel_batch(torch.tensor([[nan, 1.0, nan, nan, nan]] * 200), torch.ones(200))
+    assert torch.equal(one_known[:, 1], torch.zeros(200))
+    assert torch.isnan(one_known[:, [0, 2, 3, 4]]).all()
+    # Three of five unknown, as measured in the issue: every forget item changes a known label, uniformly over the
+    # three other known vectors; retain items and items without a known label keep theirs.
+    labels = torch.tensor([[1.0, nan, 0.0, nan, nan]] * 3000 + [[nan] * 5] * 10)
+    flags = torch.tensor([1, 0] * 1500 + [1] * 10)
+    relabeled = _relabel_batch(labels, flags, seed=1)
+    assert torch.allclose(relabeled[1:3000:2], labels[1:3000:2], equal_nan=True)
+    assert torch.isnan(relabeled[3000:]).all() and torch.isnan(relabeled[:, [1, 3, 4]]).all()
+    known = relabeled[0:3000:2][:, [0, 2]]
+    codes = (known.long() * torch.tensor([1, 2])).sum(dim=1)
+    counts = torch.bincount(codes, minlength=4)
+    assert counts[1] == 0  # (1, 0), the true known labels
+    assert (counts[[0, 2, 3]] > 1500 / 3 * 0.85).all()

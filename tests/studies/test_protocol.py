@@ -16,11 +16,13 @@ from medunlearn_monai.model_io import evaluation_path, item_scores_path, read_js
 from medunlearn_monai.studies import run_protocol
 from medunlearn_monai.studies._runs import StudyError
 from medunlearn_monai.studies.protocol import (
+    LEDGER,
     NOISE_FLOOR,
     SHADOW_SEED_OFFSET,
     _rerun_settings,
     method_rows,
     protocol_steps,
+    record_finished,
     summarise,
     tuning_charge,
 )
@@ -95,6 +97,18 @@ def test_a_killed_training_resumes_and_a_stale_one_replaces_its_model(tmp_path):
     retrain.output.write_bytes(b"")  # a model the ledger does not hold as finished with these settings
     assert _rerun_settings(retrain) == {"resume": True, "overwrite": True}
     assert _rerun_settings(evaluate) == {}  # evaluation keeps no checkpoints and replaces no model
+
+
+def test_protocols_sharing_a_work_folder_keep_each_others_finished_steps(tmp_path):
+    seed_0 = protocol_steps(tmp_path, 0, [0.25], ["rl"], {}, {})
+    seed_2 = protocol_steps(tmp_path, 2, [0.25], ["rl"], {}, {})
+    ledger = tmp_path / LEDGER
+    record_finished(ledger, seed_0[0])
+    record_finished(ledger, seed_2[0])  # another process, which read the ledger before seed 0's step finished
+    after = record_finished(ledger, seed_0[1])
+    assert after == read_json(ledger)
+    assert set(after) == {seed_0[0].key, seed_2[0].key, seed_0[1].key}
+    assert after[seed_2[0].key] == seed_2[0].signature()
 
 
 def test_ulira_shadow_pairs_retrain_on_the_headline_request_with_their_own_seeds(tmp_path):

@@ -36,6 +36,7 @@ def targets(tmp_path_factory):
         "experiment_name": "studies",
         "batch_size": 32,
         "max_epochs": 3,  # every workflow, targets and shadows alike, so the shadows mirror the targets' recipe
+        "unlearn_epochs": 3,
     }
     request = {"forget_fraction": 0.1}
     with pytest.MonkeyPatch.context() as patch:
