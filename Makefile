@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	MLFLOW_DISABLE_TELEMETRY=true $(VENV)/bin/medunlearn demo --output_dir demo_output
 
+# One pytest worker per core (files stay whole, so a module's shared fixture runs once), one torch thread each.
 test: $(STAMP)
-	MLFLOW_DISABLE_TELEMETRY=true $(PY) -m pytest -q
+	MLFLOW_DISABLE_TELEMETRY=true OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check medunlearn_monai tests benchmarks
