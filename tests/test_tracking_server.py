@@ -3,6 +3,7 @@ workflows record their runs over HTTP, and ``MlflowClient`` reads params, metric
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -85,7 +86,8 @@ def test_workflows_record_their_runs_on_a_real_tracking_server(server, tmp_path,
     train = runs["train"]
     assert train.data.params["bundle"] == BUNDLE and train.data.params["max_epochs"] == "2"
     assert [metric.step for metric in client.get_metric_history(train.info.run_id, "val_acc")] == [1, 2]
-    assert 0 <= runs["evaluate"].data.metrics["test_acc"] <= 1
+    written = json.loads((tmp_path / "models" / "model.eval.json").read_text())
+    assert runs["evaluate"].data.metrics["test_acc"] == pytest.approx(written["test_acc"])
     artifacts = {entry.path for entry in client.list_artifacts(train.info.run_id, "config")}
     assert "config/train.json" in artifacts
     local = Path(client.download_artifacts(train.info.run_id, "config/train.json", str(tmp_path)))

@@ -140,8 +140,17 @@ def test_unlearned_sisa_is_compared_with_sharded_retraining_its_exact_counterpar
 
 def test_sharded_models_are_evaluated_like_any_other(sharded):
     work, _, _, _ = sharded
+    single = read_json(work / "models" / "sisa_retrained.eval.json")
     for model in ("sisa", "unlearned_sisa"):
         metrics = read_json(work / "models" / f"{model}.eval.json")
+        # the same scores as a single model's evaluation, fractions on the same scale
+        assert {
+            "retain_acc",
+            "forget_acc",
+            "test_acc",
+            "mia_efficacy",
+            "mia_loss_auc",
+        } <= metrics.keys() & single.keys()
         assert 0 <= metrics["test_acc"] <= 1 and 0 <= metrics["forget_acc"] <= 1
     record = read_json(work / "models" / "sisa.json")
     assert record["workflow"] == "train" and record["sisa"]["retrained_shards"] == list(range(SHARDS))

@@ -22,7 +22,9 @@ def test_single_class_accuracy_and_auc_use_the_argmax_and_one_vs_rest():
     probabilities = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
     labels = torch.tensor([0, 1, 1])
     assert accuracy(probabilities, labels, multilabel=False) == pytest.approx(2 / 3)
-    assert 0 <= mean_auc(probabilities, labels, multilabel=False) <= 1
+    assert mean_auc(probabilities, labels, multilabel=False) == pytest.approx(1.0)  # every positive ranks first
+    crossing = torch.tensor([[0.5, 0.5], [0.2, 0.8], [0.7, 0.3]])  # class 1: 0.8 above 0.5, 0.3 below it
+    assert mean_auc(crossing, labels, multilabel=False) == pytest.approx(0.5)
 
 
 def test_subgroups_get_their_own_metrics_and_a_gap():
