@@ -1,10 +1,11 @@
 """The segmentation bundle loads as a MONAI Label bundle-app model, read the way MONAI Label reads it.
 
-monailabel itself cannot be installed beside this project (deploy/README.md), so these tests follow the source of
-its ``monailabel/tasks/infer/bundle.py`` (0.8.5): ``configs/inference.json`` parsed alone with ``bundle_root`` set,
-``network_def`` instantiated when ``models/model.pt`` exists, the first ``network_data_format`` input and output as
-image and prediction keys, non-background ``channel_def`` entries as labels, the task type from the folder name,
-``preprocessing`` / ``inferer`` / ``postprocessing`` (with ``SaveImaged`` filtered out) run around the network.
+MONAI Label lives in a venv of its own (deploy/README.md), where test_monailabel_server.py runs the real server.
+In the project's venv, these tests follow the source of its ``monailabel/tasks/infer/bundle.py`` (0.8.5):
+``configs/inference.json`` parsed alone with ``bundle_root`` set, ``network_def`` instantiated when
+``models/model.pt`` exists, the first ``network_data_format`` input and output as image and prediction keys,
+non-background ``channel_def`` entries as labels, the task type from the folder name, ``preprocessing`` /
+``inferer`` / ``postprocessing`` (with ``SaveImaged`` filtered out) run around the network.
 """
 
 from __future__ import annotations
