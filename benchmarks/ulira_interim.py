@@ -72,7 +72,8 @@ def main() -> None:
     columns = [("method", "method"), *((f"seed {seed}", f"seed {seed}") for seed in seeds), ("mean", "mean ± std")]
     markdown = (
         f"# U-LiRA, interim: seeds {', '.join(map(str, seeds))}, {options.pairs} shadow pairs each\n\n"
-        f"Work folder `{options.work_dir.name}` of a protocol run, forget fraction {options.fraction}; machine: "
+        f"Work folder `{options.work_dir.parent.name}/{options.work_dir.name}` of a protocol run, forget fraction "
+        f"{options.fraction}; machine: "
         f"{report['machine']}. Per-example likelihood-ratio attack (U-LiRA) telling each method's model from the "
         "exact retraining on the forget items; 0.5 is chance, and `noise_floor` is what the attack reads between two "
         "exact retrainings. An AUC is a lower bound on leakage, not proof of its absence. Interim: the protocol's "
