@@ -1,13 +1,16 @@
 """Test helpers: a bundle copied to a temporary folder with a few ``inference.json`` keys changed, a random
-model saved the way ``ModelWriter`` saves one, and its TorchScript export.
+model saved the way ``ModelWriter`` saves one, its TorchScript export, and a deploy app's module imported from its
+folder.
 
 ``tests/`` is on ``sys.path`` because ``tests/conftest.py`` is not in a package (pytest's default import mode).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
+import types
 from pathlib import Path
 from typing import Any
 
@@ -51,3 +54,11 @@ def export_torchscript(bundle: Path) -> Path:
         bundle_root=str(bundle),
     )
     return target
+
+
+def load_app_module(path: Path) -> types.ModuleType:
+    """A deploy app's module (``deploy/<app>/<name>.py``), imported from its folder as the app itself imports it."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

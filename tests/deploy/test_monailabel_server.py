@@ -10,7 +10,6 @@ project's venv.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -25,7 +24,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from bundle_copies import copy_bundle, write_random_model
+from bundle_copies import copy_bundle, load_app_module, write_random_model
 
 from medunlearn_monai.data.synthetic import write_synthetic_mrbrains18
 from medunlearn_monai.workflows import PACKAGE_ROOT, run_workflow
@@ -60,13 +59,6 @@ def _info(url: str) -> dict | None:
         return None
 
 
-def _load_make_studies():
-    spec = importlib.util.spec_from_file_location("make_studies", APP_DIR / "make_studies.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> Iterator[tuple[str, dict, Path, Path]]:
     """The app with a small random bundle in ``model/``, one synthetic study, the bundle workflow's own label map of
@@ -77,7 +69,7 @@ def served(tmp_path_factory) -> Iterator[tuple[str, dict, Path, Path]]:
     bundle = copy_bundle(SEGMENTATION, app / "model", depth=10, pixdim=SPACING, roi_size=[32, 32, 16])
     write_random_model(bundle, bundle / "models" / "model.pt")
     write_synthetic_mrbrains18(work / "scans", n_subjects=1, spacing=tuple(SPACING), subject_ids=["case-a"])
-    (study,) = _load_make_studies().write_studies(work / "scans", work / "studies")
+    (study,) = load_app_module(APP_DIR / "make_studies.py").write_studies(work / "scans", work / "studies")
     run_workflow(bundle, "inference", dataset_dir=str(work / "scans"), output_dir=str(work / "reference"))
     (reference,) = (work / "reference").rglob("*_seg.nii.gz")
 

@@ -8,7 +8,6 @@ embedded ``inference.json`` is parsed and applied the way the SDK's ``MonaiBundl
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -19,7 +18,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from bundle_copies import copy_bundle, export_torchscript, write_random_model
+from bundle_copies import copy_bundle, export_torchscript, load_app_module, write_random_model
 from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.transforms import Compose
@@ -36,10 +35,7 @@ DROPPED_BY_DEPLOY = ("LoadImage", "SaveImage")
 
 def load_nifti_io():
     """The app's I/O module, imported from its folder as the app itself imports it."""
-    spec = importlib.util.spec_from_file_location("nifti_io", APP_DIR / "nifti_io.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_app_module(APP_DIR / "nifti_io.py")
 
 
 @pytest.fixture(scope="module")
