@@ -32,6 +32,13 @@ def markdown_table(
     return "\n".join(lines)
 
 
+def plus_minus(mean: float | None, std: float | None = None, scale: float = 1.0, digits: int = 2) -> str:
+    """``mean ± std`` scaled and rounded (``-`` for a missing mean, the mean alone without a std)."""
+    if mean is None:
+        return "-"
+    return f"{scale * mean:.{digits}f}" + ("" if std is None else f" ± {scale * std:.{digits}f}")
+
+
 def add_results_dir(parser: argparse.ArgumentParser) -> None:
     """The ``--results_dir`` option: where the report goes (default benchmarks/results; smoke runs use another)."""
     parser.add_argument("--results_dir", type=Path, default=RESULTS, help=f"where reports go (default {RESULTS})")

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 from _loop_time import loop_seconds
-from _report import add_results_dir, machine, markdown_table
+from _report import add_results_dir, machine, markdown_table, plus_minus
 from synthetic_arm import SYNTHETIC_SIZES, write_synthetic_arm
 
 from medunlearn_monai.studies import run_protocol
@@ -149,33 +149,28 @@ def arm_report(
     }
 
 
-def _pm(mean: float | None, std: float | None, scale: float = 1.0, digits: int = 2) -> str:
-    if mean is None:
-        return "-"
-    return f"{scale * mean:.{digits}f}" + ("" if std is None else f" ± {scale * std:.{digits}f}")
-
-
 def arm_markdown(arm: str, report: Mapping[str, Any]) -> str:
     """The headline table (noise floor first) and the forget-fraction sweep of one arm."""
     floor = report["noise_floor"]
-    rows = [{"method": "noise floor (retrain vs retrain)", "gap": _pm(floor["gap_mean"], floor["gap_std"]),
-             "speedup": "1", "retain": _pm(floor["retain_acc_mean"], None, 100, 1),
-             "forget": _pm(floor["forget_acc_mean"], None, 100, 1), "test": _pm(floor["test_acc_mean"], None, 100, 1),
-             "mia": _pm(floor["mia_loss_auc_mean"], floor["mia_loss_auc_std"], digits=3),
-             "probe": _pm(floor.get("probe_forget_acc_mean"), None, 100, 1),
-             "ulira": _pm(floor.get("ulira_auc_mean"), floor.get("ulira_auc_std"), digits=3)}]  # fmt: skip
+    rows = [{"method": "noise floor (retrain vs retrain)", "gap": plus_minus(floor["gap_mean"], floor["gap_std"]),
+             "speedup": "1", "retain": plus_minus(floor["retain_acc_mean"], None, 100, 1),
+             "forget": plus_minus(floor["forget_acc_mean"], None, 100, 1),
+             "test": plus_minus(floor["test_acc_mean"], None, 100, 1),
+             "mia": plus_minus(floor["mia_loss_auc_mean"], floor["mia_loss_auc_std"], digits=3),
+             "probe": plus_minus(floor.get("probe_forget_acc_mean"), None, 100, 1),
+             "ulira": plus_minus(floor.get("ulira_auc_mean"), floor.get("ulira_auc_std"), digits=3)}]  # fmt: skip
     for name, entry in {**report["references"], **report["methods"]}.items():
         rows.append(
             {
                 "method": name,
-                "gap": _pm(entry["gap_mean"], entry["gap_std"]),
-                "speedup": _pm(entry["speedup_mean"], entry["speedup_std"], digits=1),
-                "retain": _pm(entry["retain_acc_mean"], entry["retain_acc_std"], 100, 1),
-                "forget": _pm(entry["forget_acc_mean"], entry["forget_acc_std"], 100, 1),
-                "test": _pm(entry["test_acc_mean"], entry["test_acc_std"], 100, 1),
-                "mia": _pm(entry["mia_loss_auc_mean"], entry["mia_loss_auc_std"], digits=3),
-                "probe": _pm(entry.get("probe_forget_acc_mean"), entry.get("probe_forget_acc_std"), 100, 1),
-                "ulira": _pm(entry.get("ulira_auc_mean"), entry.get("ulira_auc_std"), digits=3),
+                "gap": plus_minus(entry["gap_mean"], entry["gap_std"]),
+                "speedup": plus_minus(entry["speedup_mean"], entry["speedup_std"], digits=1),
+                "retain": plus_minus(entry["retain_acc_mean"], entry["retain_acc_std"], 100, 1),
+                "forget": plus_minus(entry["forget_acc_mean"], entry["forget_acc_std"], 100, 1),
+                "test": plus_minus(entry["test_acc_mean"], entry["test_acc_std"], 100, 1),
+                "mia": plus_minus(entry["mia_loss_auc_mean"], entry["mia_loss_auc_std"], digits=3),
+                "probe": plus_minus(entry.get("probe_forget_acc_mean"), entry.get("probe_forget_acc_std"), 100, 1),
+                "ulira": plus_minus(entry.get("ulira_auc_mean"), entry.get("ulira_auc_std"), digits=3),
             }
         )
     columns = [("method", "method"), ("gap", "Avg. Gap"), ("speedup", "speedup (tuning amortised)"),

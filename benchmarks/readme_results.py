@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from _report import markdown_table
+from _report import markdown_table, plus_minus
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -26,24 +26,18 @@ COLUMNS = [("method", "method"), ("gap", "Avg. Gap"), ("speedup", "speedup"), ("
            ("probe", "probe forget acc %"), ("ulira", "U-LiRA AUC")]  # fmt: skip
 
 
-def _pm(mean: float | None, std: float | None = None, scale: float = 1.0, digits: int = 2) -> str:
-    if mean is None:
-        return "-"
-    return f"{scale * mean:.{digits}f}" + ("" if std is None else f" ± {scale * std:.{digits}f}")
-
-
 def _row(name: str, entry: Mapping[str, Any], speedup: str | None = None) -> dict[str, str]:
     get = entry.get
     return {
         "method": name,
-        "gap": _pm(get("gap_mean"), get("gap_std")),
-        "speedup": speedup or _pm(get("speedup_mean"), get("speedup_std"), digits=1),
-        "retain": _pm(get("retain_acc_mean"), get("retain_acc_std"), 100, 1),
-        "forget": _pm(get("forget_acc_mean"), get("forget_acc_std"), 100, 1),
-        "test": _pm(get("test_acc_mean"), get("test_acc_std"), 100, 1),
-        "mia": _pm(get("mia_loss_auc_mean"), get("mia_loss_auc_std"), digits=3),
-        "probe": _pm(get("probe_forget_acc_mean"), get("probe_forget_acc_std"), 100, 1),
-        "ulira": _pm(get("ulira_auc_mean"), get("ulira_auc_std"), digits=3),
+        "gap": plus_minus(get("gap_mean"), get("gap_std")),
+        "speedup": speedup or plus_minus(get("speedup_mean"), get("speedup_std"), digits=1),
+        "retain": plus_minus(get("retain_acc_mean"), get("retain_acc_std"), 100, 1),
+        "forget": plus_minus(get("forget_acc_mean"), get("forget_acc_std"), 100, 1),
+        "test": plus_minus(get("test_acc_mean"), get("test_acc_std"), 100, 1),
+        "mia": plus_minus(get("mia_loss_auc_mean"), get("mia_loss_auc_std"), digits=3),
+        "probe": plus_minus(get("probe_forget_acc_mean"), get("probe_forget_acc_std"), 100, 1),
+        "ulira": plus_minus(get("ulira_auc_mean"), get("ulira_auc_std"), digits=3),
     }
 
 
@@ -64,8 +58,11 @@ def sweep_section(arms: Mapping[str, Any]) -> str:
     for name in ARMS:
         sweep = arms[name]["forget_fraction_sweep"]
         for method in SWEEP_METHODS:
-            cells = {f: _pm(sweep[f][method]["test_drop_vs_retrain_mean"], sweep[f][method]["test_drop_vs_retrain_std"],
-                            digits=1) for f in sweep}  # fmt: skip
+            drops = {f: sweep[f][method] for f in sweep}
+            cells = {
+                f: plus_minus(d["test_drop_vs_retrain_mean"], d["test_drop_vs_retrain_std"], digits=1)
+                for f, d in drops.items()
+            }
             rows.append({"arm": name, "method": method, **cells})
     fractions = list(arms[ARMS[0]]["forget_fraction_sweep"])
     columns = [("arm", "arm"), ("method", "method"), *((f, f"{float(f):.0%}".replace("%", " %")) for f in fractions)]

@@ -14,13 +14,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-from _report import add_results_dir, machine, markdown_table
+from _report import add_results_dir, machine, markdown_table, plus_minus
+from classification_protocol import STRATEGIES
 
 from medunlearn_monai.model_io import evaluation_path
 from medunlearn_monai.studies.protocol import NOISE, NOISE_FLOOR, ULIRA
 from medunlearn_monai.studies.ulira import ulira_aucs
-
-STRATEGIES = ("ft", "ga", "neggrad_plus", "rl", "salun", "scrub", "l1_sparse", "ssd", "rum", "rl_stop", "salun_stop")
 
 
 def arguments() -> argparse.Namespace:
@@ -66,8 +65,7 @@ def main() -> None:
     options.results_dir.mkdir(parents=True, exist_ok=True)
     (options.results_dir / f"{options.name}.json").write_text(json.dumps(report, indent=2))
     rows = [{"method": name, **{f"seed {seed}": f"{per_seed[seed][name]:.3f}" for seed in seeds},
-             "mean": f"{summary[name]['ulira_auc_mean']:.3f}"
-             + ("" if summary[name]["ulira_auc_std"] is None else f" ± {summary[name]['ulira_auc_std']:.3f}")}
+             "mean": plus_minus(summary[name]["ulira_auc_mean"], summary[name]["ulira_auc_std"], digits=3)}
             for name in methods]  # fmt: skip
     columns = [("method", "method"), *((f"seed {seed}", f"seed {seed}") for seed in seeds), ("mean", "mean ± std")]
     markdown = (
