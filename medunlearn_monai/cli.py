@@ -54,6 +54,7 @@ _HEADERS = {
     "gap_to_retrain": "Avg. Gap",
     "unlearn_seconds": "seconds",
     "speedup_vs_retrain": "speedup",
+    "data": "data (MLflow dataset digests)",
 }
 
 

@@ -26,7 +26,7 @@ from medunlearn_monai import report_plots
 from medunlearn_monai.certificate import APPROXIMATE, EXACT, guarantee_of
 from medunlearn_monai.metrics.evaluation import REFERENCE_KEY
 from medunlearn_monai.model_io import write_atomically
-from medunlearn_monai.tracking import PARENT_RUN_TAG, MLflowTracker, tracking_uri
+from medunlearn_monai.tracking import PARENT_RUN_TAG, MLflowTracker, data_summary, tracking_uri
 
 REPORT_ARTIFACT = "report/report.html"
 DIFFICULTY_ARTIFACT = "tables/difficulty_gaps.json"
@@ -118,6 +118,13 @@ TEXT_COLUMNS: tuple[Column, ...] = (
         "on it, so only the scores say how far it forgot",
     ),
     Column("gap_reference", "gap against", "text", "the model file the gap to retrain was measured against"),
+    Column(
+        "data",
+        "data",
+        "text",
+        "the evaluation's MLflow datasets by salted digest: retain = hash of the retained items, forget = the "
+        "request's hash (as in the certificate), test = hash of the test items; the same digest means the same data",
+    ),
 )
 # the aggregate fields of a difficulty table row the report shows; any other field is never rendered
 DIFFICULTY_FIELDS = (
@@ -220,6 +227,7 @@ def comparison_rows(experiment: ExperimentRuns) -> list[dict[str, Any]]:
                 "method": method,
                 "guarantee": None if method == "original" else guarantee_of(method),
                 "gap_reference": _gap_reference(run),
+                "data": data_summary(run),
                 "ulira_auc": ulira.get(f"ulira_auc_{method}"),
                 "tuning_seconds": tuning.get("tuning_seconds"),
                 "speedup_vs_retrain_incl_tuning": tuning.get("speedup_vs_retrain_incl_tuning"),

@@ -15,15 +15,16 @@ import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
 import ignite.distributed as idist
 import mlflow
 from ignite.engine import Engine, Events
 from matplotlib.figure import Figure
-from mlflow.entities import Metric, Param, RunStatus
+from mlflow.entities import DatasetInput, Metric, Param, Run, RunStatus
 from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 DEFAULT_STORE = "mlflow.db"
 # One try, answered within this many seconds, decides whether a tracking server is up (see check_server).
@@ -34,6 +35,12 @@ RESUMED_FROM_TAG = "resumed_from_run_id"
 SECONDS_BEFORE_RESUME = "seconds_before_resume"
 logger = logging.getLogger(__name__)
 _open_trackers: set[MLflowTracker] = set()
+
+
+class DatasetSource(Protocol):
+    """What a tracker logs as the run's MLflow datasets (see :mod:`medunlearn_monai.lineage`)."""
+
+    def dataset_inputs(self) -> list[DatasetInput]: ...
 
 
 class TrackingServerUnreachable(ConnectionError):
@@ -63,6 +70,8 @@ class MLflowTracker:
         config_dir: a bundle's ``configs`` folder, stored with the run as the ``config`` artifact.
         enabled: when False nothing is started or logged and no store is opened (the ranks > 0 of a multi-process
             run, whose rank 0 holds the run).
+        datasets: the run's data lineage (:class:`medunlearn_monai.lineage.DataLineage`), logged as MLflow datasets
+            when the run starts.
     """
 
     def __init__(
@@ -73,6 +82,7 @@ class MLflowTracker:
         tags: Mapping[str, str] | None = None,
         config_dir: str | os.PathLike | None = None,
         enabled: bool = True,
+        datasets: DatasetSource | None = None,
     ):
         self.experiment_name = experiment_name
         self.run_name = run_name
@@ -80,6 +90,7 @@ class MLflowTracker:
         self.tags = dict(tags or {})
         self.config_dir = config_dir
         self.enabled = enabled
+        self.datasets = datasets
         # Opening a sqlite store creates it: several processes doing so at once would race.
         self.client = mlflow.MlflowClient(tracking_uri=tracking_uri()) if enabled else None
         self.run_id: str | None = None
@@ -103,6 +114,8 @@ class MLflowTracker:
         self.client.log_batch(self.run_id, params=params)
         if self.config_dir:
             self.client.log_artifacts(self.run_id, str(self.config_dir), "config")
+        if self.datasets is not None:
+            self.client.log_inputs(self.run_id, datasets=self.datasets.dataset_inputs())
         return self.run_id
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
@@ -309,6 +322,7 @@ SEGMENTATION_COMPARISON_COLUMNS: tuple[str, ...] = (
     "speedup_vs_retrain",
 )
 _STRATEGY_ORDER = ("original", "retrain")
+DATASET_CONTEXTS = ("train", "retain", "forget", "test")  # MLflow dataset contexts a workflow run logs
 PARENT_RUN_TAG = "mlflow.parentRunId"
 
 
@@ -318,7 +332,7 @@ def comparison_rows(experiment_name: str) -> list[dict[str, Any]]:
     Child runs (tuning trials, shadow models of a study) are left out.
 
     Columns are :data:`COMPARISON_COLUMNS`, or :data:`SEGMENTATION_COMPARISON_COLUMNS` for an
-    experiment whose evaluations report Dice.
+    experiment whose evaluations report Dice, then ``data``: the evaluation's datasets (:func:`data_summary`).
 
     Raises:
         ValueError: when the experiment does not exist or holds no finished evaluation.
@@ -343,4 +357,25 @@ def comparison_rows(experiment_name: str) -> list[dict[str, Any]]:
     strategies = sorted(latest, key=lambda name: (order.get(name, len(order)), name))
     segmentation = any("retain_dice" in run.data.metrics for run in latest.values())
     columns = SEGMENTATION_COMPARISON_COLUMNS if segmentation else COMPARISON_COLUMNS
-    return [{"method": name, **{key: latest[name].data.metrics.get(key) for key in columns}} for name in strategies]
+    rows = []
+    for name in strategies:
+        metrics = latest[name].data.metrics
+        rows.append({"method": name, **{key: metrics.get(key) for key in columns}, "data": data_summary(latest[name])})
+    return rows
+
+
+def run_datasets(run: Run) -> dict[str, str]:
+    """Context -> digest of the MLflow datasets a run logged (empty for a run without datasets)."""
+    digests = {}
+    for dataset_input in run.inputs.dataset_inputs if run.inputs else []:
+        contexts = [tag.value for tag in dataset_input.tags if tag.key == MLFLOW_DATASET_CONTEXT]
+        if contexts:
+            digests[contexts[0]] = dataset_input.dataset.digest
+    return digests
+
+
+def data_summary(run: Run, width: int = 8) -> str | None:
+    """A run's datasets in one short cell, e.g. ``retain 3f2a9c01 · forget 88be0d4e``; None without datasets."""
+    digests = run_datasets(run)
+    shown = [f"{context} {digests[context][:width]}" for context in DATASET_CONTEXTS if context in digests]
+    return " · ".join(shown) or None

@@ -1,6 +1,7 @@
 """No forgotten subject ID leaves the request file: the three bundles' workflows run with known IDs in their
 requests through the ``medunlearn`` CLI in a fresh process, and everything written (MLflow store and artifacts,
-models, records, evaluations, certificates, logs) and printed (stdout, stderr) is scanned for the IDs in plaintext."""
+models, records, evaluations, certificates, logs) and printed (stdout, stderr) is scanned for the IDs in plaintext.
+Every run in that store names its data as MLflow datasets by salted digest (data lineage)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
 import pytest
 from PIL import Image
 
@@ -22,6 +24,7 @@ from medunlearn_monai.data.synthetic import (
     write_synthetic_tissuemnist,
 )
 from medunlearn_monai.forget import hash_subject
+from medunlearn_monai.tracking import run_datasets
 
 SALT = "no-identifiers-deployment-salt"
 MRB_SUBJECTS = ["mrb-secret-anna", "mrb-secret-bert", "mrb-secret-carl"]
@@ -149,3 +152,23 @@ def test_forgotten_subjects_are_recorded_as_salted_hashes_and_the_salt_is_not(pi
         digest = hash_subject(subject, SALT.encode()).encode()
         assert any(digest in content for content in contents), "the scan must see where forgotten subjects are kept"
     assert not any(SALT.encode() in content for content in contents)
+
+
+def test_every_workflow_run_of_every_bundle_holds_its_datasets(pipeline):
+    work, _, _ = pipeline
+    client = mlflow.MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+    expected = {"train": {"train"}, "retrain": {"retain", "forget"}, "unlearn": {"retain", "forget"},
+                "evaluate": {"retain", "forget", "test"}}  # fmt: skip
+    for bundle in (
+        "tissuemnist_resnet_classification",
+        "chexpert_resnet_classification",
+        "mrbrains18_med3d_segmentation",
+    ):
+        experiment = client.get_experiment_by_name(f"leak-{bundle}")
+        runs = {run.data.params["workflow"]: run for run in client.search_runs([experiment.experiment_id])}
+        assert sorted(runs) == sorted(expected), bundle
+        datasets = {workflow: run_datasets(run) for workflow, run in runs.items()}
+        assert {workflow: set(found) for workflow, found in datasets.items()} == expected, bundle
+        request = runs["unlearn"].data.params["forget_request_sha256"]
+        assert {found["forget"] for found in datasets.values() if "forget" in found} == {request[:36]}, bundle
+        assert datasets["retrain"]["retain"] == datasets["unlearn"]["retain"] == datasets["evaluate"]["retain"]

@@ -14,6 +14,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
+from known_datasets import KnownDatasets
 from PIL import Image
 
 from medunlearn_monai.cli import main
@@ -47,13 +48,16 @@ DIFFICULTY = [
 ]
 
 
-def log_run(experiment, workflow, strategy=None, metrics=None, params=None, tags=None, artifact=None) -> str:
+def log_run(
+    experiment, workflow, strategy=None, metrics=None, params=None, tags=None, artifact=None, datasets=None
+) -> str:
     """One finished run as the workflows log it; ``artifact`` is (local file, artifact folder)."""
     tracker = MLflowTracker(
         experiment,
         f"{workflow}-{strategy}",
         params={"workflow": workflow, "strategy": strategy, **(params or {})},
         tags=tags,
+        datasets=datasets,
     )
     run_id = tracker.start()
     tracker.log_metrics(metrics or {})
@@ -214,6 +218,18 @@ def test_each_method_says_whether_its_erasure_is_exact_and_what_its_gap_was_meas
     assert table["salun"]["gap against"] == "retrained.pt" and table["sisa"]["gap against"] == "sisa_retrained.pt"
     assert table["retrain"]["gap against"] == "–"
     assert "<strong>Approximate</strong> (every other method)" in page and "sharded retraining" in page
+
+
+def test_each_method_names_the_data_it_was_evaluated_on_by_digest(tmp_path):
+    digests = {"retain": "ab" * 18, "forget": REQUEST[:36], "test": "cd" * 18}
+    log_run("lineage", "evaluate", "retrain", {"forget_acc": 0.8}, datasets=KnownDatasets(digests))
+    log_run("lineage", "evaluate", "rl", {"forget_acc": 0.7}, datasets=KnownDatasets({"forget": "ef" * 18}))
+    log_run("lineage", "evaluate", "ft", {"forget_acc": 0.9})
+    page = write_report("lineage", tmp_path / "report.html").read_text()
+    table = table_cells(page)
+    assert table["retrain"]["data"] == f"retain abababab · forget {REQUEST[:8]} · test cdcdcdcd"
+    assert table["rl"]["data"] == "forget efefefef" and table["ft"]["data"] == "–"
+    assert "the same digest means the same data" in page
 
 
 def test_plots_are_embedded_pngs_and_the_page_loads_nothing_from_outside(tmp_path):

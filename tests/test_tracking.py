@@ -4,12 +4,14 @@ import time
 
 import mlflow
 import pytest
+from known_datasets import KnownDatasets
 
 from medunlearn_monai.tracking import (
     RESUMED_FROM_TAG,
     MLflowTracker,
     TrackingServerUnreachable,
     comparison_rows,
+    data_summary,
     fail_open_runs,
     tracking_uri,
 )
@@ -110,3 +112,21 @@ def test_an_unreachable_tracking_server_fails_at_start_quickly(monkeypatch):
     assert time.monotonic() - started < 15
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "5"  # the quick check leaves the user's settings
     assert "MLFLOW_HTTP_REQUEST_TIMEOUT" not in os.environ
+
+
+def test_a_run_logs_its_datasets_and_the_comparison_shows_their_digests(isolated_workdir):
+    retain, forget, test = "3f2a9c01" + "0" * 28, "88be0d4e" + "1" * 28, "c0ffee00" + "2" * 28
+    datasets = KnownDatasets({"test": test, "forget": forget, "retain": retain})
+    params = {"workflow": "evaluate", "strategy": "rl"}
+    tracker = MLflowTracker("exp", "evaluate-rl", params=params, datasets=datasets)
+    tracker.start()
+    tracker.end()
+    (run,) = _runs()
+    contexts = {entry.tags[0].value: entry.dataset.digest for entry in run.inputs.dataset_inputs}
+    assert contexts == {"retain": retain, "forget": forget, "test": test}
+    (row,) = comparison_rows("exp")
+    assert row["data"] == "retain 3f2a9c01 · forget 88be0d4e · test c0ffee00" == data_summary(run)
+    untracked = MLflowTracker("other", "evaluate-ft", params={"workflow": "evaluate", "strategy": "ft"})
+    untracked.start()
+    untracked.end()
+    assert comparison_rows("other")[0]["data"] is None

@@ -1,5 +1,5 @@
-"""Against a real ``mlflow server`` (sqlite backend, proxied artifacts) on 127.0.0.1: a bundle's train and evaluate
-workflows record their runs over HTTP, and ``MlflowClient`` reads params, metrics and artifacts back."""
+"""Against a real ``mlflow server`` (sqlite backend, proxied artifacts) on 127.0.0.1: a bundle's workflows record
+their runs over HTTP, and ``MlflowClient`` reads params, metrics, artifacts and datasets (data lineage) back."""
 
 from __future__ import annotations
 
@@ -17,11 +17,14 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from medunlearn_monai.data.medmnist import load_medmnist_items
 from medunlearn_monai.data.synthetic import write_synthetic_tissuemnist
+from medunlearn_monai.tracking import run_datasets
 from medunlearn_monai.workflows import BUNDLES_DIR, run_workflow
 
 BUNDLE = "tissuemnist_resnet_classification"
 STARTUP_SECONDS = 90
+SALT = "tracking-server-test-salt"
 
 
 def _free_port() -> int:
@@ -59,7 +62,7 @@ def server(tmp_path_factory) -> Iterator[str]:
                 tail = (root / "server.log").read_text(errors="replace")[-2000:]
                 pytest.skip(f"mlflow server did not start (exit code {process.poll()}): {tail}")
             time.sleep(0.5)
-        yield uri
+        yield uri, root
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)  # the group this fixture started: the server and its workers
@@ -72,6 +75,7 @@ def server(tmp_path_factory) -> Iterator[str]:
 
 
 def test_workflows_record_their_runs_on_a_real_tracking_server(server, tmp_path, monkeypatch):
+    server, _ = server
     data = write_synthetic_tissuemnist(tmp_path / "data" / "tissuemnist.npz", n_train=64, n_val=16, n_test=16)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
     common = {"dataset_dir": str(data.parent), "model_dir": str(tmp_path / "models"), "batch_size": 16}
@@ -95,3 +99,46 @@ def test_workflows_record_their_runs_on_a_real_tracking_server(server, tmp_path,
     plots = {entry.path for entry in client.list_artifacts(train.info.run_id, "plots")}
     assert plots == {"plots/metrics_by_epoch.png"}
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()  # all went to the server
+
+
+def test_each_run_names_its_data_by_salted_digests_and_the_store_holds_no_subject_id(server, tmp_path, monkeypatch):
+    server, server_root = server
+    data = write_synthetic_tissuemnist(tmp_path / "data" / "tissuemnist.npz", n_train=64, n_val=16, n_test=16)
+    forgotten = [item["subject"] for item in load_medmnist_items(data, "train")[3:9]]
+    request = tmp_path / "request.txt"
+    request.write_text("\n".join(forgotten) + "\n")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
+    monkeypatch.setenv("MEDUNLEARN_SALT", SALT)
+    models = tmp_path / "models"
+    common = {"dataset_dir": str(data.parent), "model_dir": str(models), "batch_size": 16, "experiment_name": "lineage"}
+    with_request = {**common, "forget_request_file": str(request)}
+    run_workflow(BUNDLE, "train", **common, max_epochs=1)
+    run_workflow(BUNDLE, "unlearn", "rl", **with_request, unlearn_epochs=1)
+    run_workflow(BUNDLE, "evaluate", **with_request, model_path=str(models / "unlearned_rl.pt"))
+
+    client = mlflow.MlflowClient(server)
+    experiment = client.get_experiment_by_name("lineage")
+    runs = {run.data.params["workflow"]: run for run in client.search_runs([experiment.experiment_id])}
+    datasets = {workflow: run_datasets(run) for workflow, run in runs.items()}
+    certificate = json.loads((models / "unlearned_rl.certificate.json").read_text())
+    retain, forget = certificate["retain_manifest"]["sha256"], certificate["forget_request_sha256"]
+    assert datasets["unlearn"] == {"retain": retain[:36], "forget": forget[:36]}  # MLflow keeps 36 characters
+    assert datasets["evaluate"]["retain"] == retain[:36] and datasets["evaluate"]["forget"] == forget[:36]
+    assert set(datasets["train"]) == {"train"} and datasets["train"]["train"] != retain[:36]
+    assert set(datasets["evaluate"]) == {"retain", "forget", "test"}
+    assert len({datasets["train"]["train"], datasets["evaluate"]["test"], retain[:36]}) == 3
+
+    (unlearn_inputs,) = [client.get_run(runs["unlearn"].info.run_id).inputs]
+    by_context = {entry.tags[0].value: entry.dataset for entry in unlearn_inputs.dataset_inputs}
+    assert json.loads(by_context["retain"].profile)["sha256"] == retain  # the whole hash, in the profile
+    assert json.loads(by_context["retain"].profile)["items"] == 64 - len(forgotten)
+    assert json.loads(by_context["forget"].profile) | {"hashed": None} == {
+        "sha256": forget, "hashed": None, "items": len(forgotten), "subjects": len(forgotten)
+    }  # fmt: skip
+    assert json.loads(by_context["forget"].source) == {"uri": str(data.resolve())}
+    assert by_context["forget"].name == "tissuemnist.npz:forget"
+
+    stored = [path for path in server_root.rglob("*") if path.is_file()]
+    assert any(path.name == "server.db" for path in stored)
+    leaks = [str(path) for path in stored for subject in forgotten if subject.encode() in path.read_bytes()]
+    assert not leaks
