@@ -103,22 +103,35 @@ class Commands:
         spacing: Sequence[float] = (0.958, 0.958, 3.0),
         n_patients: int = 60,
         seed: int = 0,
+        arm: str = "alike",
+        distinct_subjects: str | int | Sequence[Any] | None = None,
+        n_distinct: int | None = None,
         **difficulty: float,
     ) -> str:
         """Write synthetic data in a real format into ``output_dir``.
 
         ``tissuemnist``: ``tissuemnist.npz`` (MedMNIST format, ``n_train``/``n_val``/``n_test`` images).
         ``mrbrains18``: ``training/<subject>/...`` (MRBrainS18 layout, ``n_subjects`` subjects at ``spacing`` mm).
+        ``--arm alike`` (default) writes subjects that are all deformations of one template; ``--arm distinct`` makes
+        the subjects ``--distinct_subjects 4,070`` (IDs), or the first ``--n_distinct N``, outliers: another scanner's
+        FLAIR and an infarct (label 9) only they have; the other subjects stay as in ``alike``.
         ``chexpert``: ``CheXpert-v1.0-small/`` (CSVs and JPEGs of ``n_patients`` training patients); ``--cue_strength``,
         ``--noise_std``, ``--label_noise``, ``--female_prevalence`` and ``--male_prevalence`` set its difficulty.
         """
         if difficulty and dataset != "chexpert":
             raise ValueError(f"unknown setting(s) {sorted(difficulty)} for {dataset!r}; only chexpert takes them.")
+        if dataset != "mrbrains18" and (arm != "alike" or distinct_subjects is not None or n_distinct is not None):
+            raise ValueError(f"--arm, --distinct_subjects and --n_distinct are for mrbrains18, not {dataset!r}.")
+        if distinct_subjects is not None and n_distinct is not None:
+            raise ValueError("give --distinct_subjects or --n_distinct, not both.")
         if dataset == "tissuemnist":
             path = write_synthetic_tissuemnist(Path(output_dir) / "tissuemnist.npz", n_train, n_val, n_test, seed=seed)
             return str(path)
         if dataset == "mrbrains18":
-            subjects = write_synthetic_mrbrains18(output_dir, n_subjects, tuple(spacing), seed=seed)
+            distinct = n_distinct if distinct_subjects is None else _names(distinct_subjects)
+            subjects = write_synthetic_mrbrains18(
+                output_dir, n_subjects, tuple(spacing), seed=seed, arm=arm, distinct_subjects=distinct
+            )
             return f"{len(subjects)} subjects in {Path(output_dir) / 'training'}"
         if dataset == "chexpert":
             root = Path(output_dir) / "CheXpert-v1.0-small"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -16,6 +17,10 @@ MULTI_GPU_WORKFLOWS = ("train", "unlearn")
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 BUNDLES_DIR = PACKAGE_ROOT / "bundles"
 SHARDED = "sisa"
+# Other names of one algorithm -> the name every bundle ships it under (and every run logs). The MRBrainS18 source
+# paper calls NegGrad+ (descend the retain loss, ascend the forget loss) "Max Loss".
+STRATEGY_ALIASES = {"max_loss": "neggrad_plus"}
+logger = logging.getLogger(__name__)
 
 
 def bundle_dir(bundle: str | os.PathLike) -> Path:
@@ -29,6 +34,15 @@ def bundle_dir(bundle: str | os.PathLike) -> Path:
             return candidate
     known = sorted(path.name for path in BUNDLES_DIR.glob("*") if (path / "configs").is_dir())
     raise FileNotFoundError(f"no bundle '{bundle}': give a bundle folder or one of {', '.join(known)}.")
+
+
+def canonical_strategy(strategy: str | None) -> str | None:
+    """The shipped name of ``strategy``; an alias (:data:`STRATEGY_ALIASES`) is resolved with a log line."""
+    if strategy in STRATEGY_ALIASES:
+        logger.info("Strategy '%s' is another name for '%s': running and logging '%s'.", strategy,
+                    STRATEGY_ALIASES[strategy], STRATEGY_ALIASES[strategy])  # fmt: skip
+        return STRATEGY_ALIASES[strategy]
+    return strategy
 
 
 def strategies(bundle: str | os.PathLike) -> list[str]:
@@ -52,11 +66,14 @@ def config_files(
             "['configs/common.json','configs/train.json','configs/multi_gpu_train.json']" \
             --meta_file configs/metadata.json --logging_file configs/logging.conf
 
+    An alias of a strategy (:data:`STRATEGY_ALIASES`, e.g. ``max_loss``) selects the strategy it names.
+
     Raises:
         ValueError: for an unknown workflow or strategy, a strategy given outside ``unlearn``, or ``multi_gpu``
             for another workflow or for ``sisa``.
     """
     configs = bundle_dir(bundle) / "configs"
+    strategy = canonical_strategy(strategy)
     if workflow not in WORKFLOWS:
         raise ValueError(f"unknown workflow '{workflow}'; choose one of {', '.join(WORKFLOWS)}.")
     if multi_gpu and workflow not in MULTI_GPU_WORKFLOWS:

@@ -299,6 +299,9 @@ CASES = [
          lambda s, f: {"test_subjects": ["mrb-nobody"]}),
     Case("request_all_subjects", "mrbrains18", "unlearn --strategy noisy_label", "names all 2 training subjects",
          lambda s, f: _request(f, "r.txt", "\n".join(MRB_IDS[:2]))),
+    Case("unknown_input_regime", "mrbrains18", "train",
+         "ValueError: Unknown input_regime 'slices'; expected one of ('patch', 'whole')",
+         lambda s, f: {"input_regime": "slices"}),
 ]  # fmt: skip
 
 

@@ -1,8 +1,9 @@
+import logging
 from pathlib import Path
 
 import pytest
 
-from medunlearn_monai.workflows import bundle_dir, config_files, strategies
+from medunlearn_monai.workflows import bundle_dir, config_files, config_value, strategies
 
 BUNDLE = "tissuemnist_resnet_classification"
 
@@ -56,3 +57,16 @@ def test_bad_workflow_choices_fail_clearly(workflow, strategy, message):
 def test_unknown_bundle_lists_the_known_ones():
     with pytest.raises(FileNotFoundError, match=BUNDLE):
         bundle_dir("no_such_bundle")
+
+
+def test_one_name_per_algorithm_and_max_loss_is_an_alias_that_logs_neggrad_plus(caplog):
+    segmentation = "mrbrains18_med3d_segmentation"
+    assert "neggrad_plus" in strategies(segmentation) and "max_loss" not in strategies(segmentation)
+    assert "salun" in strategies(segmentation)
+    with caplog.at_level(logging.INFO, logger="medunlearn_monai.workflows"):
+        files = config_files(segmentation, "unlearn", "max_loss")
+    assert files == config_files(segmentation, "unlearn", "neggrad_plus")
+    assert "'max_loss' is another name for 'neggrad_plus'" in caplog.text
+    assert config_value(segmentation, "strategy", "unlearn", "max_loss") == "neggrad_plus"
+    shared = set(strategies(segmentation)) & set(strategies(BUNDLE))
+    assert {"ft", "ga", "neggrad_plus", "salun", "scrub", "ssd", "l1_sparse"} <= shared

@@ -44,6 +44,7 @@ LABEL_NAMES: tuple[str, ...] = (
 )
 MODALITIES: tuple[str, ...] = ("T1", "IR", "FLAIR")
 LABEL_MERGES: tuple[str, ...] = ("binary", "challenge")
+INPUT_REGIMES: tuple[str, ...] = ("patch", "whole")
 
 _MAX_LABEL = len(LABEL_NAMES) - 1
 # The challenge ships the T1 and IR scans both raw and registered to FLAIR; only the registered ones share its grid.
@@ -128,6 +129,20 @@ def num_classes(name: str = "binary") -> int:
         ValueError: If the merge name is unknown.
     """
     return len(class_names(name))
+
+
+def check_input_regime(name: str) -> str:
+    """Validate the segmentation bundle's ``input_regime`` and return it.
+
+    ``"patch"`` trains on random crops and segments a subject with a sliding window; ``"whole"`` is MedicalNet's
+    pipeline: each subject cropped to its foreground and resized to one fixed shape, whole volumes in and out.
+
+    Raises:
+        ValueError: If ``name`` is not one of :data:`INPUT_REGIMES`.
+    """
+    if name not in INPUT_REGIMES:
+        raise ValueError(f"Unknown input_regime {name!r}; expected one of {INPUT_REGIMES}")
+    return name
 
 
 def find_mrbrains18_subjects(

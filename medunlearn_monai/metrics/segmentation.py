@@ -19,10 +19,10 @@ from torch.utils.data import DataLoader
 from medunlearn_monai.forget import hash_subject
 from medunlearn_monai.metrics.evaluation import UnlearningEvaluation, distinct_model
 from medunlearn_monai.metrics.membership_inference import PROBABILITY_FLOOR
-from medunlearn_monai.model_io import write_json
+from medunlearn_monai.model_io import evaluation_path, write_json
 
 SEGMENTATION_GAP_METRICS = ("forget_dice", "retain_dice", "test_dice")
-PER_SUBJECT_METRICS = ("dice", "mae")
+PER_SUBJECT_METRICS = ("dice", "mae", "hard_mae")
 
 
 def foreground_probability_and_mask(output: Sequence[Mapping[str, torch.Tensor]]) -> tuple[list, list]:
@@ -35,6 +35,17 @@ def foreground_probability_and_mask(output: Sequence[Mapping[str, torch.Tensor]]
     probabilities = [1.0 - item["prob"][:1] for item in output]
     masks = [1.0 - item["label"][:1] for item in output]
     return probabilities, masks
+
+
+def misclassified_voxels(output: Sequence[Mapping[str, torch.Tensor]]) -> tuple[list, list]:
+    """``(y_pred, y)`` for the hard MAE: 1 where the argmax prediction's class differs from the true class, and 0.
+
+    Reads ``pred`` and ``label`` (both one-hot) of the decollated evaluator output, so MONAI's ``MeanAbsoluteError``
+    on them is the fraction of misclassified voxels (0 is perfect). Unlike the soft MAE
+    (:func:`foreground_probability_and_mask`) it moves only when a voxel's predicted class changes.
+    """
+    wrong = [(item["pred"].argmax(0) != item["label"].argmax(0)).float()[None] for item in output]
+    return wrong, [torch.zeros_like(voxels) for voxels in wrong]
 
 
 def mean_voxel_cross_entropy(item: Mapping[str, torch.Tensor]) -> float:
@@ -63,14 +74,16 @@ def mean_voxel_cross_entropy(item: Mapping[str, torch.Tensor]) -> float:
 class SegmentationEvaluation(UnlearningEvaluation):
     """Dice and MAE per subject and split, and the paper's headline numbers versus the original model.
 
-    The evaluator needs the metrics ``dice`` (MONAI ``MeanDice``, background excluded) and ``mae``
-    (MONAI ``MeanAbsoluteError`` on :func:`foreground_probability_and_mask`), both with
+    The evaluator needs the metrics ``dice`` (MONAI ``MeanDice``, background excluded), ``mae`` (the soft MAE:
+    MONAI ``MeanAbsoluteError`` on :func:`foreground_probability_and_mask`) and ``hard_mae`` (the fraction of
+    misclassified voxels: ``MeanAbsoluteError`` on :func:`misclassified_voxels`), all with
     ``save_details=True``, and loaders with batch size 1 and no shuffling, so that each
     ``metric_details`` row is one subject. Added metrics: ``forget_dice_decrease_pct`` =
     100 (D_orig - D) / D_orig on forget subjects, ``retain_dice_kept_pct`` = 100 D / D_orig on
     retain subjects (and ``test_dice_kept_pct``) when the original model was evaluated for the same
     request; ``gap_to_retrain`` is the mean absolute Dice difference to the retrained model, in
-    points. Per-subject rows carry the salted SHA-256 of the subject ID, never the ID, and go to
+    points, and ``forget_dice_gap_to_retrain`` = 100 |D_forget - D_forget(retrained)| its forget part. Per-subject
+    rows carry the salted SHA-256 of the subject ID, never the ID, and go to
     ``<model>.subjects.json`` and the run's artifacts; a PNG shows one axial slice per split
     (forget subjects as label and prediction outlines only, without their image). Each subject's
     per-item loss is :func:`mean_voxel_cross_entropy` and its confidence ``exp(-loss)``
@@ -144,6 +157,10 @@ class SegmentationEvaluation(UnlearningEvaluation):
         for split in ("retain", "test"):
             if original.get(f"{split}_dice") and f"{split}_dice" in metrics:
                 scores[f"{split}_dice_kept_pct"] = 100.0 * metrics[f"{split}_dice"] / original[f"{split}_dice"]
+        evaluated = self.reference_model is not None and evaluation_path(self.reference_model).is_file()
+        retrained = self._reference_evaluation(self.reference_model, "retrained") if evaluated else {}
+        if "forget_dice" in retrained and "forget_dice" in metrics:
+            scores["forget_dice_gap_to_retrain"] = 100.0 * abs(metrics["forget_dice"] - retrained["forget_dice"])
         return scores
 
     def run(self) -> dict[str, float]:

@@ -16,6 +16,7 @@ from medunlearn_monai.metrics.segmentation import (
     SegmentationEvaluation,
     foreground_probability_and_mask,
     mean_voxel_cross_entropy,
+    misclassified_voxels,
 )
 from medunlearn_monai.model_io import item_scores_path, read_item_scores, read_json, write_json
 from medunlearn_monai.tracking import MLflowTracker
@@ -54,7 +55,10 @@ def evaluator(scale: float) -> SupervisedEvaluator:
             ]
         ),
         key_val_metric={"dice": MeanDice(include_background=False, output_transform=from_engine(["pred", "label"]))},
-        additional_metrics={"mae": MeanAbsoluteError(output_transform=foreground_probability_and_mask)},
+        additional_metrics={
+            "mae": MeanAbsoluteError(output_transform=foreground_probability_and_mask),
+            "hard_mae": MeanAbsoluteError(output_transform=misclassified_voxels),
+        },
     )
 
 
@@ -81,6 +85,18 @@ def test_perfect_and_inverted_segmenters_score_dice_one_and_zero(tmp_path):
     inverted = saved_model(tmp_path / "inverted.pt", "train")
     metrics = SegmentationEvaluation(evaluator(-20.0), loaders(), inverted, salt=SALT).run()
     assert metrics["retain_dice"] == pytest.approx(0.0) and metrics["test_mae"] == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("scale, hard", [(0.5, 0.0), (-0.5, 1.0)])
+def test_hard_mae_counts_misclassified_voxels_where_the_soft_mae_counts_probability(tmp_path, scale, hard):
+    model = saved_model(tmp_path / "model.pt", "train")
+    metrics = SegmentationEvaluation(evaluator(scale), loaders(), model, salt=SALT).run()
+    # Logits +-0.5 on the true class: argmax right (or wrong) everywhere, but P(true class) only 1 / (1 + e^-scale).
+    soft = 1.0 / (1.0 + np.exp(scale))
+    for split in ("retain", "forget", "test"):
+        assert metrics[f"{split}_hard_mae"] == pytest.approx(hard) and metrics[f"{split}_mae"] == pytest.approx(soft)
+    rows = read_json(tmp_path / "model.subjects.json")["subjects"]
+    assert [row["hard_mae"] for row in rows] == pytest.approx([hard] * 4)
 
 
 def test_per_subject_rows_carry_hashes_not_ids(tmp_path):
@@ -131,6 +147,7 @@ def test_relative_numbers_against_the_evaluated_original_and_gap_to_retrain(tmp_
     assert metrics["forget_dice_decrease_pct"] == pytest.approx(100.0)
     assert metrics["retain_dice_kept_pct"] == pytest.approx(0.0)
     assert metrics["gap_to_retrain"] == pytest.approx(100.0)
+    assert metrics["forget_dice_gap_to_retrain"] == pytest.approx(100.0)
     assert metrics["speedup_vs_retrain"] == pytest.approx(1.0)
 
 

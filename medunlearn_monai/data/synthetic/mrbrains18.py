@@ -4,12 +4,17 @@ MRBrainS18 cannot be downloaded here. Each stand-in subject is the MNI152 2009 t
 warped by its own random affine and elastic deformation, with its own atrophy (grey matter / CSF balance),
 white-matter lesions, tissue contrasts, bias field and noise, so that subjects differ in anatomy and appearance the
 way real scans do and a segmentation network can fit and memorise them.
+
+All such subjects are still deformations of one template, so a model trained without one segments it about as well as
+the others (arm ``alike``). Arm ``distinct`` makes chosen subjects outliers, as a forget request on real data may be:
+their FLAIR comes from another scanner and they carry a large infarct that no other subject has.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +23,7 @@ import numpy as np
 from scipy import ndimage
 
 MRBRAINS18_SUBJECT_IDS: tuple[str, ...] = ("1", "4", "5", "7", "14", "070", "148")
+MRBRAINS18_ARMS: tuple[str, ...] = ("alike", "distinct")
 _EXTRA_SUBJECT_ID_START = 200
 # Channel order T1, IR, FLAIR, as medunlearn_monai.data.mrbrains18.MODALITIES.
 _MRBRAINS18_IMAGE_FILES = ("reg_T1.nii.gz", "reg_IR.nii.gz", "FLAIR.nii.gz")
@@ -54,6 +60,20 @@ _TISSUE_MEANS = np.array(
     ]
 )
 _TEXTURE_GAIN = (1.0, 0.8, 0.0)
+# The distinct arm's FLAIR scanner does not null CSF: a compressed, T2-like contrast CSF > GM > WM, the reverse of
+# T1's order (scalp, skull, CSF, GM, WM, lesion as in _TISSUE_MEANS), under a strong bias field of its own.
+_OTHER_SCANNER_TISSUE_MEANS = np.vstack([_TISSUE_MEANS[:2], [380.0, 60.0, 620.0, 470.0, 330.0, 560.0]])
+_OTHER_SCANNER_BIAS_NODE_SPACING_MM = 60.0
+_OTHER_SCANNER_BIAS_AMPLITUDE = 0.4
+# The distinct arm's infarct: label "infarction" of medunlearn_monai.data.mrbrains18.LABEL_NAMES, a lobulated blob
+# of about 3 to 4.4 cm diameter centred at least 20 mm deep in the brain, with a subacute haemorrhagic infarct's signal
+# (methaemoglobin): brighter than every tissue in T1, IR and FLAIR (both scanners), before gain.
+_INFARCT_LABEL = 9
+_INFARCT_RADIUS_MM = (15.0, 22.0)
+_INFARCT_MIN_DEPTH_MM = 20.0
+_INFARCT_LOBE_SPACING_MM = 20.0
+_INFARCT_LOBULATION = 0.25
+_INFARCT_MEANS = np.array([1100.0, 1250.0, 1200.0])
 # Mean intensity of the CSF, GM and WM voxels of nilearn's MNI152 2009 T1 template: what the three tissue classes
 # explain of it; the remainder is within-tissue texture (deep grey nuclei, cerebellar folia) carried over to T1 and IR.
 _TEMPLATE_T1_MEANS = (0.395, 0.653, 0.839)
@@ -68,6 +88,14 @@ class _Template:
     wm: np.ndarray
     mask: np.ndarray
     affine: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Outlier:
+    """What sets a distinct-arm subject apart: its infarct's partial-volume map and its FLAIR scanner's bias field."""
+
+    infarct: np.ndarray
+    flair_bias: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -98,14 +126,16 @@ def write_synthetic_mrbrains18(
     seed: int = 0,
     lesions: bool = True,
     subject_ids: list[str] | tuple[str, ...] | None = None,
+    arm: str = "alike",
+    distinct_subjects: int | str | Sequence[str] | None = None,
 ) -> list[str]:
     """Write synthetic subjects in the MRBrainS18 challenge layout.
 
     Each subject gets ``<root>/training/<id>/pre/{reg_T1,reg_IR,FLAIR}.nii.gz`` (float32, about 0..1000) and
     ``<root>/training/<id>/segm.nii.gz`` (uint8: 0 background, 1 grey matter, 3 white matter, 4 white matter lesions,
-    5 CSF), all on one grid with affine ``diag(spacing)`` in MNI-like world coordinates. A subject is written to a
-    staging folder and renamed into place, so an interrupted run never leaves a partial subject folder; an existing
-    subject folder of the same name is replaced.
+    5 CSF, and 9 infarction in the distinct arm's chosen subjects), all on one grid with affine ``diag(spacing)`` in
+    MNI-like world coordinates. A subject is written to a staging folder and renamed into place, so an interrupted run
+    never leaves a partial subject folder; an existing subject folder of the same name is replaced.
 
     Args:
         root: Destination; ``training/`` is created inside it.
@@ -115,15 +145,29 @@ def write_synthetic_mrbrains18(
             ``n_subjects``, and the same seed writes the same files.
         lesions: Whether to add 0 to 4 white-matter lesions per subject.
         subject_ids: Folder names; by default the challenge's ``1, 4, 5, 7, 14, 070, 148``, then ``200, 201, ...``.
+        arm: ``"alike"``: every subject is a deformation of the template (the same files as before arms existed).
+            ``"distinct"``: the ``distinct_subjects`` are outliers, the others are written exactly as in ``"alike"``.
+            An outlier has the same anatomy, pose, T1 and IR contrast as its alike version, plus (1) a FLAIR from
+            another scanner (CSF not nulled: CSF > GM > WM, anti-correlated with T1 in the brain, strong bias field)
+            and (2) an infarct: a blob of 3-4.4 cm inside the brain, brighter than every tissue in every modality,
+            labelled 9 ("infarction"). Under the reader's label merges (``medunlearn_monai.data.mrbrains18``) the
+            infarct becomes foreground ("brain tissue", like all brain) under ``"binary"`` (the bundle's default),
+            so those subjects hold a bright region that must still be segmented as brain; under ``"challenge"`` it
+            becomes background, a hole in the brain.
+        distinct_subjects: Only for ``arm="distinct"``, where it is required: subject IDs (a list, or one ID as a
+            string), or an ``int`` n for the first n subjects written.
 
     Returns:
         The subject IDs, in the order written.
 
     Raises:
-        ValueError: If ``n_subjects`` is below 1, ``spacing`` is not 3 positive numbers, or ``subject_ids`` does not
-            hold ``n_subjects`` distinct plain folder names.
+        ValueError: If ``n_subjects`` is below 1, ``spacing`` is not 3 positive numbers, ``subject_ids`` does not
+            hold ``n_subjects`` distinct plain folder names, ``arm`` is unknown, or ``distinct_subjects`` is missing
+            for ``"distinct"``, given for ``"alike"``, empty, a count outside 1..n_subjects or names a subject that is
+            not written.
     """
     ids = _mrbrains18_subject_ids(n_subjects, subject_ids)
+    distinct = _distinct_subject_ids(ids, arm, distinct_subjects)
     spacing_mm = np.asarray(spacing, dtype=np.float64)
     if spacing_mm.shape != (3,) or not np.all(spacing_mm > 0):
         raise ValueError(f"spacing must be 3 positive numbers (mm), got {spacing}")
@@ -132,8 +176,16 @@ def write_synthetic_mrbrains18(
     training = Path(root) / "training"
     training.mkdir(parents=True, exist_ok=True)
     for index, subject in enumerate(ids):
-        anatomy_rng, lesion_rng = (np.random.default_rng(s) for s in np.random.SeedSequence((seed, index)).spawn(2))
-        images, labels = _generate_subject(template, grid, anatomy_rng, lesion_rng if lesions else None)
+        # Spawned children depend only on their index, so adding the outlier's generator leaves the others unchanged.
+        seeds = np.random.SeedSequence((seed, index)).spawn(3)
+        anatomy_rng, lesion_rng, outlier_rng = (np.random.default_rng(s) for s in seeds)
+        images, labels = _generate_subject(
+            template,
+            grid,
+            anatomy_rng,
+            lesion_rng if lesions else None,
+            outlier_rng if subject in distinct else None,
+        )
         # Dot folders are skipped by the MRBrainS18 reader, so a crash leaves nothing that looks like a subject.
         staging = training / f".staging-{subject}-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
@@ -160,6 +212,29 @@ def _mrbrains18_subject_ids(n_subjects: int, subject_ids: list[str] | tuple[str,
         if not subject or subject.startswith(".") or "/" in subject or os.sep in subject:
             raise ValueError(f"subject ID {subject!r} is not a plain folder name")
     return ids
+
+
+def _distinct_subject_ids(ids: list[str], arm: str, distinct_subjects: int | str | Sequence[str] | None) -> set[str]:
+    """Return the IDs of the subjects that ``arm`` makes outliers, checking ``distinct_subjects``."""
+    if arm not in MRBRAINS18_ARMS:
+        raise ValueError(f"unknown arm {arm!r}; choose one of {', '.join(MRBRAINS18_ARMS)}")
+    if arm == "alike":
+        if distinct_subjects is not None:
+            raise ValueError("distinct_subjects is only for arm 'distinct'")
+        return set()
+    if distinct_subjects is None:
+        raise ValueError("arm 'distinct' needs distinct_subjects: subject IDs, or a count n for the first n subjects")
+    if isinstance(distinct_subjects, int) and not isinstance(distinct_subjects, bool):
+        if not 1 <= distinct_subjects <= len(ids):
+            raise ValueError(f"distinct_subjects count must be in 1..{len(ids)}, got {distinct_subjects}")
+        return set(ids[:distinct_subjects])
+    chosen = [distinct_subjects] if isinstance(distinct_subjects, str) else [str(s) for s in distinct_subjects]
+    if not chosen:
+        raise ValueError("distinct_subjects is empty; name at least one subject")
+    unknown = [subject for subject in chosen if subject not in ids]
+    if unknown:
+        raise ValueError(f"distinct_subjects {unknown} are not among the subjects written: {ids}")
+    return set(chosen)
 
 
 def _load_mni152() -> _Template:
@@ -197,9 +272,16 @@ def _output_grid(template: _Template, spacing: np.ndarray) -> _Grid:
 
 
 def _generate_subject(
-    template: _Template, grid: _Grid, rng: np.random.Generator, lesion_rng: np.random.Generator | None
+    template: _Template,
+    grid: _Grid,
+    rng: np.random.Generator,
+    lesion_rng: np.random.Generator | None,
+    outlier_rng: np.random.Generator | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Draw one subject: ``(3, X, Y, Z)`` float32 images (T1, IR, FLAIR) and an ``(X, Y, Z)`` uint8 label map."""
+    """Draw one subject: ``(3, X, Y, Z)`` float32 images (T1, IR, FLAIR) and an ``(X, Y, Z)`` uint8 label map.
+
+    With ``outlier_rng`` the subject becomes a distinct-arm outlier; its own generator leaves the rest unchanged.
+    """
     coordinates = _template_coordinates(rng, template, grid)
     t1, gm, wm, mask = (
         ndimage.map_coordinates(
@@ -221,7 +303,13 @@ def _generate_subject(
     wm = wm - lesion
     scalp, skull = _head_shells(mask, grid.spacing)
     probabilities = (scalp, skull, csf, gm, wm, lesion)
-    return _intensities(rng, grid, probabilities, texture), labels
+    outlier = None if outlier_rng is None else _draw_outlier(outlier_rng, grid, labels, mask)
+    if outlier is not None:
+        # The infarct displaces the brain's tissues (CSF, GM, WM, lesions) and their texture.
+        keep = 1.0 - outlier.infarct
+        probabilities = (scalp, skull, *(probability * keep for probability in probabilities[2:]))
+        texture = texture * keep
+    return _intensities(rng, grid, probabilities, texture, outlier), labels
 
 
 def _template_coordinates(rng: np.random.Generator, template: _Template, grid: _Grid) -> np.ndarray:
@@ -321,6 +409,30 @@ def _add_lesions(rng: np.random.Generator, grid: _Grid, labels: np.ndarray, wm: 
     return lesion * wm
 
 
+def _draw_outlier(rng: np.random.Generator, grid: _Grid, labels: np.ndarray, mask: np.ndarray) -> _Outlier:
+    """Draw a distinct-arm subject's infarct (labelled in place) and its FLAIR scanner's bias field."""
+    infarct = _add_infarct(rng, grid, labels, mask)
+    field = _smooth_random_field(rng, grid, _OTHER_SCANNER_BIAS_NODE_SPACING_MM, 1)[0]
+    return _Outlier(infarct=infarct, flair_bias=(1.0 + _OTHER_SCANNER_BIAS_AMPLITUDE * field).astype(np.float32))
+
+
+def _add_infarct(rng: np.random.Generator, grid: _Grid, labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Label a lobulated blob deep in the brain as infarction in place; return its partial-volume map in the brain."""
+    brain = labels > 0
+    depth = ndimage.distance_transform_edt(brain, sampling=grid.spacing)
+    candidates = np.flatnonzero(depth >= min(_INFARCT_MIN_DEPTH_MM, depth.max()))
+    centre = np.unravel_index(candidates[rng.integers(candidates.size)], grid.shape)
+    radii = rng.uniform(*_INFARCT_RADIUS_MM, 3)
+    lobes = _smooth_random_field(rng, grid, _INFARCT_LOBE_SPACING_MM, 1)[0]
+    x, y, z = ((axis - axis[c]) / r for axis, c, r in zip(grid.axes, centre, radii, strict=True))
+    radius = np.sqrt(x[:, None, None] ** 2 + y[None, :, None] ** 2 + z[None, None, :] ** 2)
+    radius /= 1.0 + _INFARCT_LOBULATION * lobes
+    # Soft edge as for the white-matter lesions; the label is the half-probability surface.
+    infarct = (np.clip((1.2 - radius) / 0.4, 0.0, 1.0) * mask).astype(np.float32)
+    labels[brain & (infarct >= 0.5)] = _INFARCT_LABEL
+    return infarct
+
+
 def _head_shells(mask: np.ndarray, spacing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Scalp and skull partial-volume maps: shells around the brain from levels of the smoothed brain mask."""
     smoothed = ndimage.gaussian_filter(mask, sigma=_HEAD_SMOOTHING_MM / spacing, mode="constant", truncate=3.0)
@@ -330,13 +442,25 @@ def _head_shells(mask: np.ndarray, spacing: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def _intensities(
-    rng: np.random.Generator, grid: _Grid, probabilities: tuple[np.ndarray, ...], texture: np.ndarray
+    rng: np.random.Generator,
+    grid: _Grid,
+    probabilities: tuple[np.ndarray, ...],
+    texture: np.ndarray,
+    outlier: _Outlier | None = None,
 ) -> np.ndarray:
-    """Partial-volume T1, IR and FLAIR images with random contrasts, bias fields and Rician noise, ``(3, X, Y, Z)``."""
+    """Partial-volume T1, IR and FLAIR images with random contrasts, bias fields and Rician noise, ``(3, X, Y, Z)``.
+
+    An ``outlier`` takes the other scanner's FLAIR contrast and bias field, and its infarct as a seventh class.
+    """
     gains = rng.uniform(*_CHANNEL_GAIN, 3)
-    means = _TISSUE_MEANS * gains[:, None] * rng.uniform(*_TISSUE_JITTER, _TISSUE_MEANS.shape)
+    tissue_means = _TISSUE_MEANS if outlier is None else _OTHER_SCANNER_TISSUE_MEANS
+    means = tissue_means * gains[:, None] * rng.uniform(*_TISSUE_JITTER, _TISSUE_MEANS.shape)
     bias = (1.0 + _BIAS_AMPLITUDE * _smooth_random_field(rng, grid, _BIAS_NODE_SPACING_MM, 3)).astype(np.float32)
     noise_std = rng.uniform(*_NOISE_FRACTION, 3) * means.max(axis=1)
+    if outlier is not None:
+        bias[2] *= outlier.flair_bias
+        means = np.column_stack([means, _INFARCT_MEANS * gains])
+        probabilities = (*probabilities, outlier.infarct)
     images = np.empty((3, *grid.shape), dtype=np.float32)
     for channel in range(3):
         image = sum(
