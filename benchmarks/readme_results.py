@@ -1,6 +1,7 @@
-"""Rewrite README's protocol tables from ``benchmarks/results/classification_protocol.json``.
+"""Rewrite the headline protocol tables of the results page from ``benchmarks/results/classification_protocol.json``.
 
-The block between the ``<!-- protocol-results`` marker and the CheXpert paragraph is generated, never typed:
+The tables live on the documentation site's results page, ``docs/results/index.md`` (the README links to it). The
+block between the ``<!-- protocol-results`` marker and the CheXpert paragraph is generated, never typed:
 
     python benchmarks/readme_results.py
 """
@@ -15,7 +16,8 @@ from typing import Any
 from _report import markdown_table, plus_minus
 
 ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "README.md"
+# The results page of the documentation site (mkdocs.yml); the README keeps a short headline and links to it.
+PAGE = ROOT / "docs" / "results" / "index.md"
 RESULTS = ROOT / "benchmarks" / "results" / "classification_protocol.json"
 START = "<!-- protocol-results"
 END = "\n\n**CheXpert per sex**"
@@ -75,12 +77,12 @@ def sweep_section(arms: Mapping[str, Any]) -> str:
 def main() -> None:
     arms = json.loads(RESULTS.read_text())["arms"]
     block = "\n\n".join([*(arm_section(name, arms[name]) for name in ARMS), sweep_section(arms)])
-    text = README.read_text()
+    text = PAGE.read_text()
     start = text.index(START)
     header_end = text.index("\n", start) + 1
     end = text.index(END, header_end)
-    README.write_text(text[:header_end] + block + "\n" + text[end:])
-    print(f"README protocol tables rewritten from {RESULTS.relative_to(ROOT)}")
+    PAGE.write_text(text[:header_end] + block + "\n" + text[end:])
+    print(f"{PAGE.relative_to(ROOT)}: protocol tables rewritten from {RESULTS.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from _report import machine
 
-from medunlearn_monai.cli import format_table
+from medunlearn_monai.comparison import format_table
 from medunlearn_monai.demo import run_demo
 
 RESULTS = Path(__file__).resolve().parent / "results"

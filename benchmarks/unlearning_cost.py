@@ -40,7 +40,7 @@ from _workloads import (
     warm_up,
 )
 
-from medunlearn_monai.tracking import comparison_rows
+from medunlearn_monai.comparison import comparison_rows
 from medunlearn_monai.workflows import strategies
 
 BUNDLES = (TISSUEMNIST, CHEXPERT, MRBRAINS18)

@@ -27,6 +27,7 @@ import fire
 from medunlearn_monai import certificate as erasure_certificate
 from medunlearn_monai import registry, studies, tracking, tuning, workflows
 from medunlearn_monai.checkpoints import as_flag
+from medunlearn_monai.comparison import comparison_rows, format_table
 from medunlearn_monai.data.synthetic import (
     write_synthetic_chexpert,
     write_synthetic_mrbrains18,
@@ -37,56 +38,6 @@ from medunlearn_monai.report import write_report
 from medunlearn_monai.studies.protocol import format_summary
 
 HELP_FLAGS = ("--help", "-h")
-
-_HEADERS = {
-    "method": "method",
-    "retain_acc": "retain acc",
-    "forget_acc": "forget acc",
-    "test_acc": "test acc",
-    "mia_efficacy": "MIA",
-    "retain_dice": "retain Dice",
-    "forget_dice": "forget Dice",
-    "test_dice": "test Dice",
-    "forget_dice_decrease_pct": "forget decrease %",
-    "retain_dice_kept_pct": "retain kept %",
-    "forget_mae": "forget MAE",
-    "retain_mae": "retain MAE",
-    "gap_to_retrain": "Avg. Gap",
-    "unlearn_seconds": "seconds",
-    "speedup_vs_retrain": "speedup",
-    "data": "data (MLflow dataset digests)",
-}
-
-
-def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """A fixed-width text table of the rows' columns: accuracies and MIA in percent, Dice and MAE as fractions,
-    gap in points, seconds, speedup as a factor."""
-
-    def cell(key: str, value: Any) -> str:
-        if value is None:
-            return "-"
-        if key in ("retain_acc", "forget_acc", "test_acc", "mia_efficacy"):
-            return f"{100 * value:.1f}"
-        if key.endswith(("_dice", "_mae")):
-            return f"{value:.3f}"
-        if key.endswith("_pct"):
-            return f"{value:.1f}"
-        if key == "speedup_vs_retrain":
-            return f"{value:.1f}x"
-        return f"{value:.2f}" if isinstance(value, float) else str(value)
-
-    columns = list(rows[0]) if rows else ["method"]
-    header = [_HEADERS.get(key, key) for key in columns]
-    table = [header] + [[cell(key, row.get(key)) for key in columns] for row in rows]
-    widths = [max(len(line[column]) for line in table) for column in range(len(columns))]
-    lines = [
-        "  ".join(
-            text.rjust(width) if column else text.ljust(width)
-            for column, (text, width) in enumerate(zip(line, widths, strict=True))
-        )
-        for line in table
-    ]
-    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
 
 
 class Commands:
@@ -150,7 +101,7 @@ class Commands:
 
     def compare(self, experiment: str) -> str:
         """Print the method comparison table of an MLflow experiment."""
-        return format_table(tracking.comparison_rows(experiment))
+        return format_table(comparison_rows(experiment))
 
     def register(self, model_path: str, name: str, experiment: str = "model-registry") -> str:
         """Register a model file with its record, evaluation and certificate as the next version of MLflow model

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medunlearn_monai import tracking, workflows
+from medunlearn_monai import workflows
+from medunlearn_monai.comparison import comparison_rows
 from medunlearn_monai.data.synthetic import write_synthetic_tissuemnist
 
 DEMO_BUNDLE = "tissuemnist_resnet_classification"
@@ -74,4 +75,4 @@ def run_demo(
         )
         step_seconds[title] = time.perf_counter() - step_started
     total = time.perf_counter() - started
-    return DemoResult(tracking.comparison_rows(experiment), step_seconds, total, output_dir / "models")
+    return DemoResult(comparison_rows(experiment), step_seconds, total, output_dir / "models")

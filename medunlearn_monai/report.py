@@ -13,7 +13,7 @@ import json
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,109 +23,29 @@ import mlflow
 from mlflow.entities import Run
 
 from medunlearn_monai import report_plots
-from medunlearn_monai.certificate import APPROXIMATE, EXACT, guarantee_of
+from medunlearn_monai.certificate import guarantee_of
+from medunlearn_monai.comparison import (
+    METRIC_COLUMNS,
+    REFERENCE_METHODS,
+    TEXT_COLUMNS,
+    data_summary,
+    html_cell,
+    latest_by_strategy,
+    latest_evaluations,
+    search_runs,
+    workflow_of,
+)
 from medunlearn_monai.metrics.evaluation import REFERENCE_KEY
 from medunlearn_monai.model_io import write_atomically
-from medunlearn_monai.tracking import PARENT_RUN_TAG, MLflowTracker, data_summary, tracking_uri
+from medunlearn_monai.tracking import PARENT_RUN_TAG, MLflowTracker, tracking_uri
 
 REPORT_ARTIFACT = "report/report.html"
 DIFFICULTY_ARTIFACT = "tables/difficulty_gaps.json"
-REFERENCE_METHODS = ("original", "retrain")
 QUANTILES = ("easy", "hard")
 TUNED_SUFFIX = "_tuned"  # tuning writes its best model as unlearned_<strategy>_tuned, evaluated as that strategy
 WORKFLOW_ORDER = ("train", "retrain", "unlearn", "evaluate", "tune", "ulira", "difficulty")
 
 
-@dataclass(frozen=True)
-class Column:
-    """One column of the comparison table: metric key, header, how values are written, what it means."""
-
-    key: str
-    header: str
-    unit: str
-    meaning: str
-
-
-_SPLIT_MEANING = {
-    "retain": "the training data that stays",
-    "forget": "the forgotten subjects' data",
-    "test": "patients never used in training",
-}
-
-
-def _per_split(metric: str, header: str, unit: str, meaning: str) -> tuple[Column, ...]:
-    return tuple(
-        Column(f"{split}_{metric}", f"{split} {header}", unit, f"{meaning} on {where}")
-        for split, where in _SPLIT_MEANING.items()
-    )
-
-
-COLUMNS: tuple[Column, ...] = (
-    *_per_split("acc", "acc", "percent", "accuracy (%)"),
-    *_per_split("auc", "AUC", "fraction", "ROC AUC"),
-    Column("test_auc_gap", "test AUC gap F-M", "fraction", "female minus male test AUC (0 = the same for both sexes)"),
-    *_per_split("dice", "Dice", "fraction", "Dice overlap"),
-    Column("forget_dice_decrease_pct", "forget Dice decrease %", "pct", "how much forget Dice fell from the original"),
-    Column("retain_dice_kept_pct", "retain Dice kept %", "pct", "share of the original retain Dice kept"),
-    *_per_split("mae", "MAE", "fraction", "mean absolute error"),
-    Column(
-        "mia_efficacy",
-        "MIA efficacy",
-        "percent",
-        "share (%) of forgotten items an SVC confidence attack judges non-members; higher = more forgotten",
-    ),
-    Column(
-        "mia_loss_auc",
-        "loss-attack AUC",
-        "fraction",
-        "AUC of a loss-threshold attack telling forgotten from test items; 0.5 = indistinguishable",
-    ),
-    Column(
-        "mia_loss_tpr_at_1pct_fpr",
-        "attack TPR @1% FPR",
-        "percent",
-        "share (%) of forgotten items the loss attack flags while wrongly flagging 1% of test items",
-    ),
-    Column(
-        "ulira_auc",
-        "U-LiRA AUC",
-        "fraction",
-        "AUC of the U-LiRA attack, which compares with shadow models trained with and without each item",
-    ),
-    Column(
-        "gap_to_retrain",
-        "gap to retrain",
-        "points",
-        "mean absolute difference from retrain over the quality and attack scores, in points; 0 = like retraining",
-    ),
-    Column("unlearn_seconds", "seconds", "seconds", "wall seconds of the unlearning (for retrain: retraining) run"),
-    Column("speedup_vs_retrain", "speedup", "factor", "retrain seconds divided by the method's seconds"),
-    Column("tuning_seconds", "tuning seconds", "seconds", "wall seconds of the method's hyperparameter search"),
-    Column(
-        "speedup_vs_retrain_incl_tuning",
-        "speedup incl. tuning",
-        "factor",
-        "retrain seconds divided by the method's seconds plus its tuning seconds",
-    ),
-)
-# Text columns in front of the numbers; their values come from the package's own vocabulary and file names.
-TEXT_COLUMNS: tuple[Column, ...] = (
-    Column(
-        "guarantee",
-        "guarantee",
-        "text",
-        f"{EXACT}: trained without the forgotten data (retrain, SISA); {APPROXIMATE}: edited from weights trained "
-        "on it, so only the scores say how far it forgot",
-    ),
-    Column("gap_reference", "gap against", "text", "the model file the gap to retrain was measured against"),
-    Column(
-        "data",
-        "data",
-        "text",
-        "the evaluation's MLflow datasets by salted digest: retain = hash of the retained items, forget = the "
-        "request's hash (as in the certificate), test = hash of the test items; the same digest means the same data",
-    ),
-)
 # the aggregate fields of a difficulty table row the report shows; any other field is never rendered
 DIFFICULTY_FIELDS = (
     *(f"{split}_{metric}" for metric in ("acc", "dice") for split in ("forget", "retain", "test")),
@@ -134,7 +54,7 @@ DIFFICULTY_FIELDS = (
     "gap_to_retrain",
     "unlearn_seconds",
 )
-DIFFICULTY_COLUMNS: tuple[Column, ...] = tuple(column for column in COLUMNS if column.key in DIFFICULTY_FIELDS)
+DIFFICULTY_COLUMNS = tuple(column for column in METRIC_COLUMNS if column.key in DIFFICULTY_FIELDS)
 
 
 @dataclass
@@ -195,22 +115,16 @@ def read_experiment(client: mlflow.MlflowClient, experiment_name: str) -> Experi
         ValueError: when the experiment does not exist, holds no finished evaluation, or its
             difficulty table is malformed.
     """
-    where = f"MLflow experiment '{experiment_name}' at {client.tracking_uri}"
-    experiment = client.get_experiment_by_name(experiment_name)
-    if experiment is None:
-        raise ValueError(f"{where} does not exist.")
-    runs = [run for run in _all_runs(client, experiment.experiment_id) if _workflow(run) != "report"]
+    runs = [run for run in search_runs(client, experiment_name) if workflow_of(run) != "report"]
+    evaluations = latest_evaluations(client, experiment_name, runs)
     finished = [run for run in runs if run.info.status == "FINISHED"]
-    evaluations = _latest_by_strategy(run for run in finished if _is_final(run, "evaluate"))
-    if not evaluations:
-        raise ValueError(f"{where} holds no finished evaluation run (params.workflow = 'evaluate').")
-    difficulty = next((run for run in finished if _workflow(run) == "difficulty"), None)
+    difficulty = next((run for run in finished if workflow_of(run) == "difficulty"), None)
     return ExperimentRuns(
         name=experiment_name,
         runs=runs,
-        evaluations={name: evaluations[name] for name in _table_order(evaluations)},
-        tunings=_latest_by_strategy(run for run in finished if _workflow(run) == "tune"),
-        ulira=next((run for run in finished if _workflow(run) == "ulira"), None),
+        evaluations=evaluations,
+        tunings=latest_by_strategy(run for run in finished if workflow_of(run) == "tune"),
+        ulira=next((run for run in finished if workflow_of(run) == "ulira"), None),
         difficulty_gaps=_difficulty_gaps(client, difficulty) if difficulty else [],
     )
 
@@ -272,54 +186,6 @@ def render_report(experiment: ExperimentRuns, generated: datetime) -> str:
     )
 
 
-def format_value(unit: str, value: float | None) -> str:
-    """A metric as the table writes it: percent and points with one or two decimals, fractions with three."""
-    if value is None:
-        return "–"
-    if unit == "percent":
-        return f"{100 * value:.1f}"
-    if unit == "fraction":
-        return f"{value:.3f}"
-    if unit == "points":
-        return f"{value:.2f}"
-    if unit == "factor":
-        return f"{value:.1f}×"
-    return f"{value:.1f}"
-
-
-def _all_runs(client: mlflow.MlflowClient, experiment_id: str) -> list[Run]:
-    """Every run of the experiment, newest first, following MLflow's pages."""
-    runs: list[Run] = []
-    token = None
-    while True:
-        page = client.search_runs([experiment_id], order_by=["attributes.start_time DESC"], page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
-
-
-def _workflow(run: Run) -> str:
-    return run.data.params.get("workflow", "other")
-
-
-def _is_final(run: Run, workflow: str) -> bool:
-    # A child run (a tuning trial, a study's shadow model) scores one candidate, not the method as delivered.
-    return _workflow(run) == workflow and PARENT_RUN_TAG not in run.data.tags
-
-
-def _latest_by_strategy(runs_newest_first: Iterable[Run]) -> dict[str, Run]:
-    latest: dict[str, Run] = {}
-    for run in runs_newest_first:
-        latest.setdefault(run.data.params.get("strategy", "unknown"), run)
-    return latest
-
-
-def _table_order(methods: Sequence[str]) -> list[str]:
-    order = {name: index for index, name in enumerate(REFERENCE_METHODS)}
-    return sorted(methods, key=lambda name: (order.get(name, len(order)), name))
-
-
 def _difficulty_gaps(client: mlflow.MlflowClient, run: Run) -> list[dict[str, Any]]:
     """The easy/hard table of a difficulty run, keeping only its known aggregate fields; [] when it has none."""
     stored = {entry.path for entry in client.list_artifacts(run.info.run_id, str(Path(DIFFICULTY_ARTIFACT).parent))}
@@ -350,7 +216,7 @@ def _escape(value: Any) -> str:
 
 
 def _header(experiment: ExperimentRuns, title: str, generated: datetime) -> str:
-    counts = Counter(_workflow(run) for run in experiment.runs)
+    counts = Counter(workflow_of(run) for run in experiment.runs)
     order = {name: index for index, name in enumerate(WORKFLOW_ORDER)}
     workflows = sorted(counts, key=lambda name: (order.get(name, len(order)), name))
     by_workflow = ", ".join(f"{counts[workflow]} {_escape(workflow)}" for workflow in workflows)
@@ -403,7 +269,7 @@ what genuine forgetting looks like on the same data.</p>
 
 
 def _comparison_section(rows: Sequence[Mapping[str, Any]], ulira: Run | None) -> str:
-    columns = [column for column in COLUMNS if any(row.get(column.key) is not None for row in rows)]
+    columns = [column for column in METRIC_COLUMNS if any(row.get(column.key) is not None for row in rows)]
     texts = [column for column in TEXT_COLUMNS if any(row.get(column.key) is not None for row in rows)]
     gaps = {row["method"]: row["gap_to_retrain"] for row in rows if row.get("gap_to_retrain") is not None}
     best = min((method for method in gaps if method not in REFERENCE_METHODS), key=gaps.get, default=None)
@@ -413,10 +279,10 @@ def _comparison_section(rows: Sequence[Mapping[str, Any]], ulira: Run | None) ->
     body = []
     for row in rows:
         css = ' class="reference"' if row["method"] in REFERENCE_METHODS else ""
-        cells = [f'<td class="text">{_escape(row.get(column.key) or "–")}</td>' for column in texts]
+        cells = [f'<td class="text">{html_cell(column, row.get(column.key))}</td>' for column in texts]
         for column in columns:
             marked = ' class="best"' if column.key == "gap_to_retrain" and row["method"] == best else ""
-            cells.append(f"<td{marked}>{format_value(column.unit, row.get(column.key))}</td>")
+            cells.append(f"<td{marked}>{html_cell(column, row.get(column.key))}</td>")
         body.append(f'<tr{css}><th scope="row">{_escape(row["method"])}</th>{"".join(cells)}</tr>')
     glossary = "".join(
         f"<dt>{_escape(column.header)}</dt><dd>{_escape(column.meaning)}</dd>" for column in [*texts, *columns]
@@ -467,7 +333,7 @@ def _difficulty_section(gaps: Sequence[Mapping[str, Any]]) -> str:
     head = "".join(f"<th>{_escape(column.header)}</th>" for column in columns)
     body = "\n".join(
         f'<tr><td class="text">{_escape(row["quantile"])}</td><td class="text">{_escape(row["strategy"])}</td>'
-        + "".join(f"<td>{format_value(column.unit, row.get(column.key))}</td>" for column in columns)
+        + "".join(f"<td>{html_cell(column, row.get(column.key))}</td>" for column in columns)
         + "</tr>"
         for row in gaps
     )

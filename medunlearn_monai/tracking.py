@@ -300,68 +300,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-COMPARISON_COLUMNS: tuple[str, ...] = (
-    "retain_acc",
-    "forget_acc",
-    "test_acc",
-    "mia_efficacy",
-    "gap_to_retrain",
-    "unlearn_seconds",
-    "speedup_vs_retrain",
-)
-SEGMENTATION_COMPARISON_COLUMNS: tuple[str, ...] = (
-    "retain_dice",
-    "forget_dice",
-    "test_dice",
-    "forget_dice_decrease_pct",
-    "retain_dice_kept_pct",
-    "forget_mae",
-    "retain_mae",
-    "gap_to_retrain",
-    "unlearn_seconds",
-    "speedup_vs_retrain",
-)
-_STRATEGY_ORDER = ("original", "retrain")
-DATASET_CONTEXTS = ("train", "retain", "forget", "test")  # MLflow dataset contexts a workflow run logs
-PARENT_RUN_TAG = "mlflow.parentRunId"
-
-
-def comparison_rows(experiment_name: str) -> list[dict[str, Any]]:
-    """The latest finished evaluation of every strategy in an experiment: one row of metrics per method.
-
-    Child runs (tuning trials, shadow models of a study) are left out.
-
-    Columns are :data:`COMPARISON_COLUMNS`, or :data:`SEGMENTATION_COMPARISON_COLUMNS` for an
-    experiment whose evaluations report Dice, then ``data``: the evaluation's datasets (:func:`data_summary`).
-
-    Raises:
-        ValueError: when the experiment does not exist or holds no finished evaluation.
-    """
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri())
-    experiment = client.get_experiment_by_name(experiment_name)
-    if experiment is None:
-        raise ValueError(f"MLflow experiment '{experiment_name}' does not exist at {tracking_uri()}.")
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string="params.workflow = 'evaluate' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
-    )
-    latest: dict[str, Any] = {}
-    for run in runs:
-        if PARENT_RUN_TAG in run.data.tags:
-            continue  # a tuning trial or a study's shadow model, not the method's result
-        latest.setdefault(run.data.params.get("strategy", "unknown"), run)
-    if not latest:
-        raise ValueError(f"MLflow experiment '{experiment_name}' holds no finished evaluation run.")
-    order = {name: index for index, name in enumerate(_STRATEGY_ORDER)}
-    strategies = sorted(latest, key=lambda name: (order.get(name, len(order)), name))
-    segmentation = any("retain_dice" in run.data.metrics for run in latest.values())
-    columns = SEGMENTATION_COMPARISON_COLUMNS if segmentation else COMPARISON_COLUMNS
-    rows = []
-    for name in strategies:
-        metrics = latest[name].data.metrics
-        rows.append({"method": name, **{key: metrics.get(key) for key in columns}, "data": data_summary(latest[name])})
-    return rows
+PARENT_RUN_TAG = "mlflow.parentRunId"  # tag of a child run (a tuning trial, a study's shadow model): its parent
 
 
 def run_datasets(run: Run) -> dict[str, str]:
@@ -372,10 +311,3 @@ def run_datasets(run: Run) -> dict[str, str]:
         if contexts:
             digests[contexts[0]] = dataset_input.dataset.digest
     return digests
-
-
-def data_summary(run: Run, width: int = 8) -> str | None:
-    """A run's datasets in one short cell, e.g. ``retain 3f2a9c01 · forget 88be0d4e``; None without datasets."""
-    digests = run_datasets(run)
-    shown = [f"{context} {digests[context][:width]}" for context in DATASET_CONTEXTS if context in digests]
-    return " · ".join(shown) or None

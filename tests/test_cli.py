@@ -1,6 +1,7 @@
 import pytest
 
-from medunlearn_monai.cli import format_table, main
+from medunlearn_monai.cli import main
+from medunlearn_monai.comparison import format_table
 
 
 def test_table_shows_percentages_points_and_factors():
@@ -84,7 +85,7 @@ def test_errors_become_one_message_and_exit_code_two(capsys):
 
 def test_compare_of_missing_experiment_fails_cleanly(capsys):
     assert main(["compare", "--experiment", "absent"]) == 2
-    assert "'absent' does not exist" in capsys.readouterr().err
+    assert "MLflow experiment 'absent' at " in capsys.readouterr().err
 
 
 def test_segmentation_table_shows_dice_mae_and_relative_percentages():

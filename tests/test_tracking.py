@@ -6,12 +6,11 @@ import mlflow
 import pytest
 from known_datasets import KnownDatasets
 
+from medunlearn_monai.comparison import comparison_rows, data_summary
 from medunlearn_monai.tracking import (
     RESUMED_FROM_TAG,
     MLflowTracker,
     TrackingServerUnreachable,
-    comparison_rows,
-    data_summary,
     fail_open_runs,
     tracking_uri,
 )
@@ -81,7 +80,7 @@ def test_comparison_takes_the_latest_finished_evaluation_per_strategy():
 
 
 def test_comparison_of_unknown_experiment_fails_clearly():
-    with pytest.raises(ValueError, match="'nope' does not exist"):
+    with pytest.raises(ValueError, match="experiment 'nope' at .* does not exist"):
         comparison_rows("nope")
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from medunlearn_monai import tracking
+from medunlearn_monai.comparison import comparison_rows
 from medunlearn_monai.data.synthetic import write_synthetic_tissuemnist
 from medunlearn_monai.forget import hash_subject
 from medunlearn_monai.model_io import file_sha256, item_scores_path, read_json
@@ -89,7 +90,7 @@ def test_ulira_scores_the_strategy_and_nests_its_shadow_runs(targets):
 def test_the_comparison_table_ignores_study_runs(targets):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{targets['work'] / 'mlflow.db'}")
-        rows = {row["method"]: row for row in tracking.comparison_rows("studies")}
+        rows = {row["method"]: row for row in comparison_rows("studies")}
     assert rows["rl"]["forget_acc"] == pytest.approx(
         read_json(targets["models"] / "unlearned_rl.eval.json")["forget_acc"]
     )
