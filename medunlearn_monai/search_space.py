@@ -57,6 +57,10 @@ KNOWN_HYPERPARAMETERS: dict[str, Hyperparameter] = {
     "momentum": Hyperparameter(FloatDistribution(0.0, 0.95), (0.0, 0.999), searched_by_default=False),
     "weight_decay": Hyperparameter(FloatDistribution(1e-6, 1e-2, log=True), (0.0, 1.0), searched_by_default=False),
     "batch_size": Hyperparameter(CategoricalDistribution((16, 32, 64, 128)), (1, 65_536), searched_by_default=False),
+    # Noisy Label's noise mode (MRBrainS18): a choice among names, so its limits do not apply.
+    "noise": Hyperparameter(
+        CategoricalDistribution(("fresh", "fixed", "flip", "background")), (0, 0), searched_by_default=False
+    ),
 }
 
 
@@ -174,8 +178,12 @@ def _user_entry(name: str, entry: Any, known: Hyperparameter) -> BaseDistributio
         isinstance(default, CategoricalDistribution) and all(isinstance(choice, int) for choice in default.choices)
     )
     values = list(entry) if isinstance(entry, (list, tuple)) else [entry]
+    names = isinstance(default, CategoricalDistribution) and all(isinstance(choice, str) for choice in default.choices)
     for value in values:
-        _check_value(name, value, integer, known.limits)
+        if names and value not in default.choices:
+            raise SearchSpaceError(f"--search {name}: {value!r} is not one of {', '.join(default.choices)}.")
+        if not names:
+            _check_value(name, value, integer, known.limits)
     if not isinstance(entry, (list, tuple)):
         return values[0]
     if isinstance(default, CategoricalDistribution):

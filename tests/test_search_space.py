@@ -40,6 +40,16 @@ def test_batch_size_entries_are_choices():
     assert space.contains("batch_size", 64) and not space.contains("batch_size", 128)
 
 
+def test_noise_modes_are_named_choices_searched_only_when_asked():
+    noisy_label = ["learning_rate", "unlearn_epochs", "noise_fraction", "noise"]
+    assert "noise" not in build_search_space(noisy_label).distributions
+    space = build_search_space(noisy_label, {"noise": ["flip", "fixed"]})
+    assert space.distributions["noise"] == CategoricalDistribution(("flip", "fixed"))
+    assert build_search_space(noisy_label, {"noise": "flip"}).fixed == {"noise": "flip"}
+    with pytest.raises(SearchSpaceError, match="'labels' is not one of fresh, fixed, flip, background"):
+        build_search_space(noisy_label, {"noise": ["flip", "labels"]})
+
+
 def test_the_search_text_of_the_command_line_parses_as_python_or_json():
     assert parse_search("{'learning_rate': [0.001, 0.1]}") == {"learning_rate": [0.001, 0.1]}
     assert parse_search('{"unlearn_epochs": 3}') == {"unlearn_epochs": 3}
