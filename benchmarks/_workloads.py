@@ -19,7 +19,7 @@ from medunlearn_monai.data.synthetic import (
     write_synthetic_mrbrains18,
     write_synthetic_tissuemnist,
 )
-from medunlearn_monai.model_io import read_record
+from medunlearn_monai.records import read_record
 from medunlearn_monai.workflows import run_workflow
 
 TISSUEMNIST = "tissuemnist_resnet_classification"

@@ -53,7 +53,7 @@ def run_setting(seed: int) -> dict[str, dict[str, float]]:
     from medunlearn_monai.data.medmnist import load_medmnist_items
     from medunlearn_monai.data.synthetic import write_synthetic_tissuemnist
     from medunlearn_monai.forget import ForgetRequest
-    from medunlearn_monai.model_io import read_json
+    from medunlearn_monai.records import read_json
     from medunlearn_monai.workflows import run_workflow, strategies
 
     bundle, names = BUNDLE, strategies(BUNDLE)

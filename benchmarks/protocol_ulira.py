@@ -22,7 +22,7 @@ from _report import add_results_dir
 from classification_protocol import NAME, STRATEGIES, write_report
 from ulira_interim import seed_aucs
 
-from medunlearn_monai.model_io import read_json
+from medunlearn_monai.records import read_json
 from medunlearn_monai.studies.protocol import NOISE, NOISE_FLOOR
 
 TOLERANCE = 1e-6  # points of Avg. Gap

@@ -24,7 +24,7 @@ from typing import Any
 from _report import add_results_dir, machine, markdown_table, write_results
 from _workloads import TISSUEMNIST, WorkflowTimer, make_models, model_cost, run_title, tissuemnist_data, warm_up
 
-from medunlearn_monai.model_io import read_record
+from medunlearn_monai.records import read_record
 from medunlearn_monai.workflows import strategies
 
 EXPERIMENT = "benchmark-scaling"

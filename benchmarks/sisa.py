@@ -24,7 +24,7 @@ from _report import add_results_dir, machine, markdown_table, write_results
 
 from medunlearn_monai.data.medmnist import load_medmnist_items
 from medunlearn_monai.data.synthetic import write_synthetic_tissuemnist
-from medunlearn_monai.model_io import read_json
+from medunlearn_monai.records import read_json
 from medunlearn_monai.workflows import config_value, run_workflow
 
 BUNDLE = "tissuemnist_resnet_classification"

@@ -23,7 +23,7 @@ from _report import machine, markdown_table
 
 from medunlearn_monai.comparison import comparison_rows
 from medunlearn_monai.demo import DEMO_BUNDLE, run_demo
-from medunlearn_monai.model_io import read_json
+from medunlearn_monai.records import read_json
 from medunlearn_monai.report import write_report
 from medunlearn_monai.studies import run_difficulty_study, run_ulira_study
 from medunlearn_monai.tracking import PARENT_RUN_TAG, tracking_uri

@@ -17,7 +17,7 @@ import numpy as np
 from _report import add_results_dir, machine, markdown_table, plus_minus
 from classification_protocol import STRATEGIES
 
-from medunlearn_monai.model_io import evaluation_path
+from medunlearn_monai.records import evaluation_path
 from medunlearn_monai.studies.protocol import NOISE, NOISE_FLOOR, ULIRA
 from medunlearn_monai.studies.ulira import ulira_aucs
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 
-from medunlearn_monai.model_io import read_json, record_path
+from medunlearn_monai.records import read_json, record_path
 
 logger = logging.getLogger(__name__)
 

@@ -24,6 +24,7 @@ import ignite.distributed as idist
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
 
+from medunlearn_monai.flags import as_flag
 from medunlearn_monai.random_states import RandomStates
 from medunlearn_monai.safe_loading import load_weights
 from medunlearn_monai.tracking import SECONDS_BEFORE_RESUME, MLflowTracker
@@ -31,7 +32,6 @@ from medunlearn_monai.tracking import SECONDS_BEFORE_RESUME, MLflowTracker
 logger = logging.getLogger(__name__)
 _CHECKPOINT_NAME = re.compile(r"checkpoint_(\d+)\.pt")
 _PROGRESS = "run_progress"
-_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no", "none", "")
 
 
 class CheckpointSettingsError(ValueError):
@@ -51,20 +51,6 @@ def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
         if (match := _CHECKPOINT_NAME.fullmatch(path.name))
     ]
     return max(found)[1] if found else None
-
-
-def as_flag(value: bool | str | None, name: str) -> bool:
-    """A yes/no setting given in JSON (``true``) or on the command line (fire passes ``--resume true`` as "true").
-
-    Raises:
-        ValueError: for anything but a bool, None or one of true/false/1/0/yes/no.
-    """
-    if isinstance(value, bool) or value is None:
-        return bool(value)
-    text = str(value).strip().lower()
-    if text in _TRUE + _FALSE:
-        return text in _TRUE
-    raise ValueError(f"{name} must be true or false, got {value!r}.")
 
 
 class RunSettings:

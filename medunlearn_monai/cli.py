@@ -3,6 +3,8 @@
 medunlearn demo [--output_dir demo_output]
 medunlearn synthesize [--dataset tissuemnist|mrbrains18|chexpert] --output_dir data
 medunlearn run BUNDLE WORKFLOW [--strategy NAME] [--multi_gpu] [--key value ...]
+medunlearn guest BUNDLE_DIR train|unlearn|evaluate|verify [--strategy NAME] [--subject_key KEY] [--print_command]
+    [--key value ...]
 medunlearn compare --experiment NAME
 medunlearn register --model_path models/unlearned_salun.pt --name NAME
 medunlearn verify-certificate CERT MODEL --bundle NAME --forget_request_file FILE [--key value ...]
@@ -26,7 +28,6 @@ import fire
 
 from medunlearn_monai import certificate as erasure_certificate
 from medunlearn_monai import registry, studies, tracking, tuning, workflows
-from medunlearn_monai.checkpoints import as_flag
 from medunlearn_monai.comparison import comparison_rows, format_table
 from medunlearn_monai.data.synthetic import (
     write_synthetic_chexpert,
@@ -34,6 +35,8 @@ from medunlearn_monai.data.synthetic import (
     write_synthetic_tissuemnist,
 )
 from medunlearn_monai.demo import run_demo
+from medunlearn_monai.flags import as_flag
+from medunlearn_monai.guest.command import run_guest_command
 from medunlearn_monai.report import write_report
 from medunlearn_monai.studies.protocol import format_summary
 
@@ -98,6 +101,19 @@ class Commands:
         ``torchrun --nproc_per_node=N -m medunlearn_monai.cli run BUNDLE train --multi_gpu``.
         """
         workflows.run_workflow(bundle, workflow, strategy, as_flag(multi_gpu, "multi_gpu"), **overrides)
+
+    def guest(
+        self, bundle: str, workflow: str, strategy: str | None = None, print_command: bool | str = False, **options: Any
+    ) -> str | None:
+        """Train (exact retraining with --forget_request_file), unlearn, evaluate or verify a MONAI bundle we did not
+        write (a model-zoo bundle, your own), without editing it: its own configs run with ours layered after them.
+
+        ``--subject_key KEY`` reads each item's subject ID from that item key (default: the image file's name without
+        its extension); ``--items_key`` and ``--test_items_key`` name the guest's item lists, ``--layout`` and
+        ``--task`` what is otherwise read from the bundle; ``verify`` takes ``--certificate FILE --model_path FILE``;
+        ``--print_command`` prints the equivalent ``python -m monai.bundle run`` command instead of running it.
+        """
+        return run_guest_command(bundle, workflow, strategy, as_flag(print_command, "print_command"), **options)
 
     def compare(self, experiment: str) -> str:
         """Print the method comparison table of an MLflow experiment."""

@@ -16,7 +16,7 @@ from typing import Any
 import mlflow
 from mlflow.entities import Run
 
-from medunlearn_monai.certificate import APPROXIMATE, EXACT
+from medunlearn_monai.certificate.issue import APPROXIMATE, EXACT
 from medunlearn_monai.tracking import PARENT_RUN_TAG, run_datasets, tracking_uri
 
 # Runs per request when reading an experiment; MLflow's search answers at most this many and a token for the rest.

@@ -15,7 +15,7 @@ import ignite.distributed as idist
 import torch
 from ignite.handlers import ProgressBar
 
-from medunlearn_monai.certificate import CertificateWriter
+from medunlearn_monai.certificate.issue import CertificateWriter
 from medunlearn_monai.model_io import ModelWriter
 
 # Handlers whose effect leaves the process: on every rank they would print the same bar and write the same files.

@@ -5,7 +5,7 @@ retraining or unlearning run for a request), plus ``test`` for an evaluation. Ea
 hash, so MLflow's Datasets column tells at a glance which request and which retained data a run answers:
 
 - ``train``, ``retain`` and ``test``: the SHA-256 of the sorted salted identities of the items (the certificate's
-  retain manifest, :func:`medunlearn_monai.certificate.retain_manifest`, for ``retain``);
+  retain manifest, :func:`medunlearn_monai.certificate.manifest.retain_manifest`, for ``retain``);
 - ``forget``: the request's salted SHA-256, as in the run's params and its erasure certificate.
 
 MLflow caps a dataset digest at :data:`DIGEST_LENGTH` characters, so the digest is the hash's first 36 hex digits
@@ -26,7 +26,7 @@ from typing import Any
 from mlflow.entities import Dataset, DatasetInput, InputTag
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-from medunlearn_monai.certificate import retain_manifest
+from medunlearn_monai.certificate.manifest import retain_manifest
 from medunlearn_monai.forget import SUBJECT_KEY, ForgetRequest, ForgetSplit, hash_subject
 
 DIGEST_LENGTH = 36  # mlflow.utils.validation.MAX_DATASET_DIGEST_SIZE

@@ -1,67 +1,29 @@
-"""Model files: written atomically beside a JSON record of how they were made; inputs never overwritten."""
+"""Model files: written atomically beside a JSON record of how they were made; inputs never overwritten.
+
+The files beside a model (record, evaluation, certificate), their names and how they are read and written live in
+:mod:`medunlearn_monai.records`; :func:`~medunlearn_monai.records.read_record`, which reads back the record
+:class:`ModelWriter` writes, is importable from here too.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
-import tempfile
+import time
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
 
-from medunlearn_monai.checkpoints import as_flag
+from medunlearn_monai.flags import as_flag
+from medunlearn_monai.records import file_sha256, record_path, write_atomically, write_json
+from medunlearn_monai.records import read_record as read_record  # the record ModelWriter writes, read back
 from medunlearn_monai.safe_loading import UntrustedCheckpointError, load_weights
-from medunlearn_monai.tracking import engine_seconds, samples_seen
-
-
-def record_path(model_path: str | os.PathLike) -> Path:
-    """The JSON record that sits beside a model file: ``models/x.pt`` -> ``models/x.json``."""
-    return Path(model_path).with_suffix(".json")
-
-
-def evaluation_path(model_path: str | os.PathLike) -> Path:
-    """Where the evaluation of a model file is kept: ``models/x.pt`` -> ``models/x.eval.json``."""
-    return Path(model_path).with_suffix(".eval.json")
-
-
-def item_scores_path(model_path: str | os.PathLike) -> Path:
-    """Where the per-item scores of a model's evaluation are kept: ``models/x.pt`` -> ``models/x.items.json``."""
-    return Path(model_path).with_suffix(".items.json")
-
-
-def certificate_path(model_path: str | os.PathLike) -> Path:
-    """Where the erasure certificate of a model file sits: ``models/x.pt`` -> ``models/x.certificate.json``."""
-    return Path(model_path).with_suffix(".certificate.json")
-
-
-def read_item_scores(model_path: str | os.PathLike) -> dict[str, Any]:
-    """The per-item scores written by the evaluation of ``model_path``.
-
-    Content: ``{"forget_request_sha256": str, "splits": {split: {"subject_sha256": [...], "loss": [...],
-    "confidence": [...]}}}``, one entry per item in the evaluation loader's order.
-
-    Raises:
-        FileNotFoundError: when the model has not been evaluated yet.
-    """
-    path = item_scores_path(model_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no per-item scores at {path}: evaluate {model_path} first.")
-    return read_json(path)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 hex digest of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from medunlearn_monai.tracking import SECONDS_BEFORE_RESUME, engine_seconds, samples_seen
 
 
 def check_writable(path: str | os.PathLike, source_model: str | os.PathLike | None = None) -> None:
@@ -151,20 +113,6 @@ def check_weights_fit(network: torch.nn.Module, path: str | os.PathLike) -> None
         )
 
 
-def write_atomically(path: str | os.PathLike, write: Any) -> None:
-    """Call ``write(temporary_path)`` then rename onto ``path``, so readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(descriptor)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def save_weights(path: str | os.PathLike, state_dict: Mapping[str, Any]) -> str:
     """``torch.save`` a state_dict atomically, with the same bytes for the same tensors; returns their SHA-256.
 
@@ -178,26 +126,71 @@ def save_weights(path: str | os.PathLike, state_dict: Mapping[str, Any]) -> str:
     return hashlib.sha256(content).hexdigest()
 
 
-def write_json(path: str | os.PathLike, content: Mapping[str, Any]) -> None:
-    """Write ``content`` as indented JSON, atomically."""
-    write_atomically(path, lambda target: Path(target).write_text(json.dumps(content, indent=2, sort_keys=True)))
+class ModelSnapshots:
+    """Save the network, with a record, at the end of chosen epochs of a longer run.
 
+    The model of epoch ``e`` of an ``E``-epoch run is the model an ``e``-epoch run would have written when nothing in
+    the run reads ``max_epochs`` (a learning-rate schedule over the run's length, l1-sparse's decay, RUM's phases do),
+    so one run measures several unlearning budgets. The record is :class:`ModelWriter`'s for a run of ``e`` epochs
+    (``seconds`` counted from the run's start) plus ``snapshot_of_epochs``; the model gets no certificate.
 
-def read_json(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a JSON record written by :func:`write_json`."""
-    return json.loads(Path(path).read_text())
-
-
-def read_record(model_path: str | os.PathLike) -> dict[str, Any]:
-    """The record written beside ``model_path``, or an empty dict for a model made elsewhere.
-
-    Raises:
-        FileNotFoundError: when the model file itself does not exist.
+    Args:
+        epochs: the epochs after which to save.
+        path_template: the model file of each snapshot, with ``{epoch}`` in it (``.pt``).
+        record: what to store about the run beside each snapshot, as for :class:`ModelWriter`.
+        source_model: the model the run started from; it is never overwritten.
     """
-    if not Path(model_path).is_file():
-        raise FileNotFoundError(f"model file {model_path} does not exist.")
-    path = record_path(model_path)
-    return read_json(path) if path.is_file() else {}
+
+    def __init__(
+        self,
+        epochs: Sequence[int],
+        path_template: str,
+        record: Mapping[str, Any],
+        source_model: str | os.PathLike | None = None,
+    ):
+        if "{epoch}" not in path_template:
+            raise ValueError(f"path_template must contain '{{epoch}}', got {path_template!r}.")
+        self.epochs = sorted({int(epoch) for epoch in epochs})
+        self.path_template = path_template
+        self.record = dict(record)
+        self.source_model = Path(source_model) if source_model else None
+        for epoch in self.epochs:
+            check_writable(self.path(epoch), source_model)
+        self._started = 0.0
+
+    def path(self, epoch: int) -> Path:
+        """The model file of the snapshot after ``epoch``."""
+        return Path(self.path_template.format(epoch=epoch))
+
+    def attach(self, engine: Engine) -> None:
+        """Start the clock when the run starts; save after each chosen epoch."""
+        engine.add_event_handler(Events.STARTED, self._start)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def _start(self, engine: Engine) -> None:
+        self._started = time.perf_counter()
+
+    def __call__(self, engine: Engine) -> None:
+        epoch = engine.state.epoch
+        if epoch not in self.epochs or epoch >= engine.state.max_epochs:
+            return
+        path = self.path(epoch)
+        network = getattr(engine.network, "module", engine.network)
+        save_weights(path, network.state_dict())
+        # A resumed run carries the seconds its interrupted runs spent (set by the run checkpointer when it restores).
+        seconds = time.perf_counter() - self._started + float(getattr(engine.state, SECONDS_BEFORE_RESUME, 0.0) or 0.0)
+        record = {
+            **self.record,
+            **{key: epoch for key in ("max_epochs", "unlearn_epochs") if key in self.record},
+            "seconds": seconds,
+            "epochs": epoch,
+            "snapshot_of_epochs": engine.state.max_epochs,
+            "samples_per_second": samples_seen(engine) / max(seconds, 1e-9),
+            "model_sha256": file_sha256(path),
+        }
+        if self.source_model:
+            record["source_model_sha256"] = file_sha256(self.source_model)
+        write_json(record_path(path), record)
 
 
 class ModelWriter:

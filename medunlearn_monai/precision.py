@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from monai.inferers import Inferer
 
-from medunlearn_monai.checkpoints import as_flag
+from medunlearn_monai.flags import as_flag
 
 AMP_DTYPE = torch.bfloat16
 

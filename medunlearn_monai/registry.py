@@ -17,13 +17,20 @@ import mlflow
 from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 
-from medunlearn_monai.model_io import certificate_path, evaluation_path, file_sha256, read_record, record_path
+from medunlearn_monai.records import (
+    REQUEST_KEY,
+    certificate_path,
+    evaluation_path,
+    file_sha256,
+    read_record,
+    record_path,
+)
 from medunlearn_monai.tracking import tracking_uri
 
 ARTIFACT_DIR = "model"
 REQUEST_ALIAS_PREFIX = "request-"
 NO_REQUEST = "none"
-_RECORD_TAGS = ("bundle", "workflow", "strategy", "forget_request_sha256", "source_model_sha256")
+_RECORD_TAGS = ("bundle", "workflow", "strategy", REQUEST_KEY, "source_model_sha256")
 
 
 @dataclass(frozen=True)
@@ -98,7 +105,7 @@ def register_model(model_path: str | os.PathLike, name: str, experiment_name: st
     version = client.create_model_version(
         name, source=f"runs:/{run.info.run_id}/{ARTIFACT_DIR}", run_id=run.info.run_id, tags=tags
     )
-    request = tags.get("forget_request_sha256", NO_REQUEST)
+    request = tags.get(REQUEST_KEY, NO_REQUEST)
     alias = None if request == NO_REQUEST else f"{REQUEST_ALIAS_PREFIX}{request}"
     if alias:
         client.set_registered_model_alias(name, alias, version.version)

@@ -23,7 +23,7 @@ import mlflow
 from mlflow.entities import Run
 
 from medunlearn_monai import report_plots
-from medunlearn_monai.certificate import guarantee_of
+from medunlearn_monai.certificate.issue import guarantee_of
 from medunlearn_monai.comparison import (
     METRIC_COLUMNS,
     REFERENCE_METHODS,
@@ -35,8 +35,7 @@ from medunlearn_monai.comparison import (
     search_runs,
     workflow_of,
 )
-from medunlearn_monai.metrics.evaluation import REFERENCE_KEY
-from medunlearn_monai.model_io import write_atomically
+from medunlearn_monai.records import REFERENCE_KEY, REQUEST_KEY, write_atomically
 from medunlearn_monai.tracking import PARENT_RUN_TAG, MLflowTracker, tracking_uri
 
 REPORT_ARTIFACT = "report/report.html"
@@ -227,7 +226,7 @@ def _header(experiment: ExperimentRuns, title: str, generated: datetime) -> str:
     runs_line = (
         f"{len(experiment.runs)} run{'' if len(experiment.runs) == 1 else 's'} ({'; '.join([by_workflow, *notes])})"
     )
-    requests = sorted({run.data.params.get("forget_request_sha256", "") for run in experiment.evaluations.values()})
+    requests = sorted({run.data.params.get(REQUEST_KEY, "") for run in experiment.evaluations.values()})
     subjects = sorted({run.data.params.get("forget_subjects", "") for run in experiment.evaluations.values()} - {""})
     request_line = ""
     if requests != [""]:

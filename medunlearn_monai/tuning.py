@@ -36,9 +36,9 @@ import optuna
 from monai.bundle import ConfigParser
 
 from medunlearn_monai import tracking, workflows
-from medunlearn_monai.certificate import certify_copy
-from medunlearn_monai.metrics.evaluation import REQUEST_KEY
-from medunlearn_monai.model_io import (
+from medunlearn_monai.certificate.issue import certify_copy
+from medunlearn_monai.records import (
+    REQUEST_KEY,
     certificate_path,
     evaluation_path,
     item_scores_path,

@@ -33,7 +33,7 @@ from medunlearn_monai.data.synthetic import (
     write_synthetic_mrbrains18,
     write_synthetic_tissuemnist,
 )
-from medunlearn_monai.model_io import file_sha256
+from medunlearn_monai.records import file_sha256
 from medunlearn_monai.workflows import BUNDLES_DIR
 
 BUNDLES = {

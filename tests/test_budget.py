@@ -8,7 +8,7 @@ import monai
 import pytest
 
 from medunlearn_monai.budget import trained_epochs, warn_if_as_costly_as_training
-from medunlearn_monai.model_io import record_path, write_json
+from medunlearn_monai.records import record_path, write_json
 from medunlearn_monai.workflows import config_files, strategies
 
 BUNDLES = ("tissuemnist_resnet_classification", "chexpert_resnet_classification", "mrbrains18_med3d_segmentation")

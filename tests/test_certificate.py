@@ -26,14 +26,7 @@ from medunlearn_monai.cli import _root_cause, main
 from medunlearn_monai.data.medmnist import load_medmnist_items
 from medunlearn_monai.data.synthetic import write_synthetic_tissuemnist
 from medunlearn_monai.forget import ForgetRequest, ForgetSplit
-from medunlearn_monai.model_io import (
-    certificate_path,
-    evaluation_path,
-    file_sha256,
-    read_json,
-    record_path,
-    write_json,
-)
+from medunlearn_monai.records import certificate_path, evaluation_path, file_sha256, read_json, record_path, write_json
 from medunlearn_monai.registry import register_model
 from medunlearn_monai.workflows import run_workflow
 

@@ -17,10 +17,10 @@ from medunlearn_monai.checkpoints import (
     CheckpointSettingsError,
     RunCheckpointer,
     RunSettings,
-    as_flag,
     checkpoint_dir,
     latest_checkpoint,
 )
+from medunlearn_monai.flags import as_flag
 from medunlearn_monai.random_states import RandomStates
 from medunlearn_monai.safe_loading import UntrustedCheckpointError, load_weights
 from medunlearn_monai.strategies import RandomRelabel

@@ -27,7 +27,8 @@ from medunlearn_monai import distributed
 from medunlearn_monai.data.medmnist import load_medmnist_items
 from medunlearn_monai.data.synthetic import write_synthetic_tissuemnist
 from medunlearn_monai.forget import ForgetRequest
-from medunlearn_monai.model_io import ModelWriter, read_json
+from medunlearn_monai.model_io import ModelWriter
+from medunlearn_monai.records import read_json
 from medunlearn_monai.workflows import BUNDLES_DIR, MULTI_GPU_WORKFLOWS, bundle_dir, config_files, run_workflow
 
 BUNDLE = "tissuemnist_resnet_classification"

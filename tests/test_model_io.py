@@ -4,16 +4,8 @@ import os
 import pytest
 import torch
 
-from medunlearn_monai.model_io import (
-    ModelWriter,
-    check_weights_fit,
-    check_writable,
-    evaluation_path,
-    file_sha256,
-    read_record,
-    record_path,
-    write_json,
-)
+from medunlearn_monai.model_io import ModelSnapshots, ModelWriter, check_weights_fit, check_writable
+from medunlearn_monai.records import evaluation_path, file_sha256, read_record, record_path, write_json
 
 
 def test_sidecar_paths():
@@ -80,3 +72,44 @@ def test_weights_check_names_missing_and_unexpected_tensors(tmp_path):
         check_weights_fit(network, tmp_path / "other.pt")
     torch.save(network.state_dict(), tmp_path / "same.pt")
     check_weights_fit(network, tmp_path / "same.pt")
+
+
+def _train(epochs: int, handler_factory=None) -> torch.nn.Module:
+    """A seeded linear model trained ``epochs`` epochs by a stock supervised trainer (SGD with momentum)."""
+    from monai.engines import SupervisedTrainer
+
+    torch.manual_seed(0)
+    network = torch.nn.Linear(4, 2)
+    items = [{"image": torch.randn(4), "label": torch.tensor(index % 2)} for index in range(8)]
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"),
+        max_epochs=epochs,
+        train_data_loader=torch.utils.data.DataLoader(items, batch_size=4, shuffle=True),
+        network=network,
+        optimizer=torch.optim.SGD(network.parameters(), lr=0.1, momentum=0.9),
+        loss_function=torch.nn.CrossEntropyLoss(),
+        train_handlers=[handler_factory()] if handler_factory else None,
+    )
+    trainer.run()
+    return network
+
+
+def test_snapshot_of_epoch_two_is_the_model_of_a_two_epoch_run(tmp_path):
+    template = str(tmp_path / "unlearned_{epoch}.pt")
+    record = {"workflow": "unlearn", "unlearn_epochs": 3, "max_epochs": 3}
+    _train(3, lambda: ModelSnapshots([2, 3], template, record))
+    two_epochs = _train(2)
+    snapshot = torch.load(tmp_path / "unlearned_2.pt", weights_only=True)
+    for name, tensor in two_epochs.state_dict().items():
+        assert torch.equal(snapshot[name], tensor), name
+    written = read_record(tmp_path / "unlearned_2.pt")
+    assert (written["epochs"], written["unlearn_epochs"], written["max_epochs"]) == (2, 2, 2)
+    assert written["snapshot_of_epochs"] == 3 and written["workflow"] == "unlearn"
+    assert written["model_sha256"] == file_sha256(tmp_path / "unlearned_2.pt")
+    # The last epoch is the run's own model, which ModelWriter writes: no snapshot of it.
+    assert not (tmp_path / "unlearned_3.pt").exists()
+
+
+def test_snapshot_template_without_epoch_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="epoch"):
+        ModelSnapshots([2], str(tmp_path / "model.pt"), {})

@@ -10,7 +10,7 @@ import torch
 
 from medunlearn_monai.cli import main
 from medunlearn_monai.forget import ForgetRequest, load_salt
-from medunlearn_monai.model_io import evaluation_path, file_sha256, record_path, write_json
+from medunlearn_monai.records import evaluation_path, file_sha256, record_path, write_json
 from medunlearn_monai.registry import certificate_path, register_model
 from medunlearn_monai.tracking import tracking_uri
 

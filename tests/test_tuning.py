@@ -19,7 +19,7 @@ from medunlearn_monai.cli import main
 from medunlearn_monai.data.medmnist import load_medmnist_items
 from medunlearn_monai.data.synthetic import write_synthetic_tissuemnist
 from medunlearn_monai.forget import ForgetRequest
-from medunlearn_monai.model_io import (
+from medunlearn_monai.records import (
     certificate_path,
     evaluation_path,
     file_sha256,

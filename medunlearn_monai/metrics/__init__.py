@@ -1,4 +1,8 @@
-"""Unlearning metrics: membership inference, gap to the retrained model, and the per-split evaluation."""
+"""Unlearning metrics: membership inference, gap to the retrained model, probes, subgroup and segmentation scores.
+
+Every score here is pure: arrays and tensors in, numbers out. Running the evaluator, writing the results beside the
+model and logging them is :mod:`medunlearn_monai.evaluation`'s.
+"""
 
 from medunlearn_monai.metrics.gap import GAP_METRICS, avg_gap
 from medunlearn_monai.metrics.loss_attack import loss_attack

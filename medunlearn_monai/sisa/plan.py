@@ -12,8 +12,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from medunlearn_monai.certificate import item_identity
 from medunlearn_monai.forget import SUBJECT_KEY
+from medunlearn_monai.identities import item_identity
 
 ASSIGNMENT_RULE = (
     "v = int(sha256('<seed>:<subject ID>')[:16], 16); shard = v mod shards; slice = (v div shards) mod slices; "
@@ -70,7 +70,7 @@ class ShardPlan:
         """One digest per slice of a shard: SHA-256 of the sorted salted identities of its items.
 
         Two trainings saw the same slice iff the digests match; the identities are those of the erasure
-        certificate (:func:`medunlearn_monai.certificate.item_identity`), so no ID appears in plaintext.
+        certificate (:func:`medunlearn_monai.identities.item_identity`), so no ID appears in plaintext.
         """
         digests = []
         for positions in indices:

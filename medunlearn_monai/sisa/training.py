@@ -35,10 +35,11 @@ from monai.utils import set_determinism
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from medunlearn_monai.certificate import CertificateWriter
+from medunlearn_monai.certificate.issue import CertificateWriter
 from medunlearn_monai.identities import item_identity
-from medunlearn_monai.model_io import file_sha256, read_json, record_path, save_weights, write_json
+from medunlearn_monai.model_io import save_weights
 from medunlearn_monai.precision import AutocastInferer
+from medunlearn_monai.records import file_sha256, read_json, record_path, write_json
 from medunlearn_monai.safe_loading import load_weights
 from medunlearn_monai.sisa.ensemble import ShardEnsemble
 from medunlearn_monai.sisa.plan import ShardPlan, shard_dir, stage_indices

@@ -5,15 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from ignite.engine import Engine, Events
-from monai.engines.utils import IterationEvents
+from ignite.engine import Engine
 from torch import nn
 
+from medunlearn_monai.strategies._frozen import FrozenWeights
 from medunlearn_monai.strategies._modules import match_modules, validate_module_names
-from medunlearn_monai.strategies._state import NoRunState
 
 
-class FreezeModules(NoRunState):
+class FreezeModules(FrozenWeights):
     """Keep the named submodules' parameters and buffers bit-identical while the rest of the network learns.
 
     Every submodule whose qualified name equals, or starts with ``name + "."`` for, one of
@@ -37,20 +36,19 @@ class FreezeModules(NoRunState):
     """
 
     def __init__(self, module_names: Sequence[str]):
+        super().__init__()
         self.module_names = validate_module_names(module_names)
-        self.frozen_values: dict[str, torch.Tensor] = {}
         self._tensors: dict[str, torch.Tensor] = {}
         self._parameters: list[nn.Parameter] = []
 
     def attach(self, engine: Engine) -> None:
-        """Snapshot at the start; drop gradients after backward; restore after the optimizer step."""
+        """Check the names against the network when it is known, then attach as :class:`FrozenWeights` does."""
         if isinstance(getattr(engine, "network", None), nn.Module):
             match_modules(engine.network, self.module_names)
-        engine.add_event_handler(Events.STARTED, self)
-        engine.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self.drop_gradients)
-        engine.add_event_handler(IterationEvents.MODEL_COMPLETED, self.restore_frozen_state)
+        super().attach(engine)
 
     def __call__(self, engine: Engine) -> None:
+        """Copy the named submodules' parameters and buffers."""
         self._tensors, self._parameters = {}, []
         seen: set[int] = set()
         for module_name, module in match_modules(engine.network, self.module_names).items():
@@ -65,13 +63,13 @@ class FreezeModules(NoRunState):
                     self._tensors[f"{module_name}.{name}"] = buffer
         self.frozen_values = {name: tensor.detach().clone() for name, tensor in self._tensors.items()}
 
-    def drop_gradients(self, engine: Engine) -> None:
+    def mask_gradients(self, engine: Engine) -> None:
         """Drop the gradients of the frozen parameters, so the optimizer step skips them."""
         for parameter in self._parameters:
             parameter.grad = None
 
     @torch.no_grad()
-    def restore_frozen_state(self, engine: Engine) -> None:
+    def restore_frozen(self, engine: Engine) -> None:
         """Write the frozen parameters and buffers back to their starting values after the optimizer step."""
         for name, tensor in self._tensors.items():
             tensor.copy_(self.frozen_values[name])

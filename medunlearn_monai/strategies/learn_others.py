@@ -6,14 +6,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
-from ignite.engine import Engine, Events
 
 from medunlearn_monai.forget import FORGET_KEY
 from medunlearn_monai.random_states import random_transforms, set_transform_states, transform_states
-from medunlearn_monai.strategies._batch import forget_mask
+from medunlearn_monai.strategies._labels import ForgetLabelReplacement
 
 
-class LearnOthers:
+class LearnOthers(ForgetLabelReplacement):
     """Replace the label map of every forget item by a label map of another subject before the step.
 
     Donor maps are taken one item at a time, in the order ``donor_loader`` yields them; when it is
@@ -42,9 +41,8 @@ class LearnOthers:
     def __init__(self, donor_loader: Iterable, label_key: str = "label", forget_key: str = FORGET_KEY):
         if not isinstance(donor_loader, Iterable):
             raise TypeError(f"donor_loader must be an iterable of collated batches, got {type(donor_loader).__name__}.")
+        super().__init__(label_key, forget_key)
         self.donor_loader = donor_loader
-        self.label_key = label_key
-        self.forget_key = forget_key
         self._batches: Iterator | None = None
         self._pending: list[torch.Tensor] = []
         self._pass_start: torch.Tensor | None = None  # torch's generator when the current pass began
@@ -96,16 +94,8 @@ class LearnOthers:
         set_transform_states(self._transforms, saved_transforms)
         return batches
 
-    def attach(self, engine: Engine) -> None:
-        """Swap labels at the start of every iteration, before the trainer prepares the batch."""
-        engine.add_event_handler(Events.ITERATION_STARTED, self)
-
-    def __call__(self, engine: Engine) -> None:
-        batch = engine.state.batch
-        flags = forget_mask(engine, self.forget_key)
-        if not flags.any():
-            return
-        labels = torch.as_tensor(batch[self.label_key])
+    def replace_labels(self, labels: torch.Tensor, flags: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
+        """The next donor label map for every forget item."""
         swapped = labels.clone()
         for position in flags.nonzero().squeeze(1).tolist():
             donor = self._next_donor()
@@ -116,7 +106,7 @@ class LearnOthers:
                     "(use the same crop/resize transform for donor_loader as for the training data)."
                 )
             swapped[position] = donor.to(device=labels.device, dtype=labels.dtype)
-        engine.state.batch = {**batch, self.label_key: swapped}
+        return swapped
 
     def _next_donor(self) -> torch.Tensor:
         """The next donor label map (one item, without batch dimension), restarting the loader when exhausted."""

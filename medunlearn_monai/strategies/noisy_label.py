@@ -8,14 +8,13 @@ from numbers import Integral
 from typing import Any
 
 import torch
-from ignite.engine import Engine, Events
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 from monai.utils import convert_to_dst_type, convert_to_tensor
 
 from medunlearn_monai.forget import FORGET_KEY
 from medunlearn_monai.identities import ITEM_IDENTITY_KEY
-from medunlearn_monai.strategies._batch import forget_mask
+from medunlearn_monai.strategies._labels import SeededLabelReplacement
 
 NOISE_MODES = ("fresh", "fixed", "flip", "background")
 FIXED_NOISE_KEY = "fixed_label_noise"
@@ -124,7 +123,7 @@ class FixedNoiseLabeld(MapTransform):
         return d
 
 
-class NoisyLabel:
+class NoisyLabel(SeededLabelReplacement):
     """Replace voxels of every forget item's label map by noise before the step.
 
     Each voxel (or element, for any label shape) of a forget item's label is, with probability ``noise_fraction``,
@@ -173,13 +172,11 @@ class NoisyLabel:
         _check_noise(num_classes, noise_fraction)
         if noise not in NOISE_MODES:
             raise ValueError(f"noise must be one of {', '.join(NOISE_MODES)}; got {noise!r}.")
+        super().__init__(seed, label_key, forget_key)
         self.num_classes = num_classes
         self.noise_fraction = noise_fraction
         self.seed = seed
-        self.label_key = label_key
-        self.forget_key = forget_key
         self.noise = noise
-        self.generator = torch.Generator().manual_seed(seed)
 
     def label_transform(self) -> FixedNoiseLabeld:
         """The data transform that draws this handler's ``fixed`` maps, to put in the training pipeline before cropping.
@@ -191,28 +188,14 @@ class NoisyLabel:
             raise ValueError(f"only noise='fixed' draws its maps in the data pipeline, not noise={self.noise!r}.")
         return FixedNoiseLabeld(self.label_key, self.num_classes, self.noise_fraction, self.seed, self.forget_key)
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """The noise generator's state, saved in run checkpoints so a resumed run draws what it would have drawn."""
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore the noise generator from :meth:`state_dict`."""
-        self.generator.set_state(state["generator"])
-
-    def attach(self, engine: Engine) -> None:
-        """Add noise at the start of every iteration, before the trainer prepares the batch."""
-        engine.add_event_handler(Events.ITERATION_STARTED, self)
-
-    def __call__(self, engine: Engine) -> None:
-        """Replace the forget items' labels by noise (``fixed``: check that the pipeline already did).
+    def replace_labels(
+        self, labels: torch.Tensor, flags: torch.Tensor, batch: Mapping[str, Any]
+    ) -> torch.Tensor | None:
+        """The forget items' labels replaced by noise (``fixed``: None, after checking the pipeline already did).
 
         Raises:
             ValueError: when the forget items' labels lack the fixed map (``fixed``) or already carry it (others).
         """
-        batch = engine.state.batch
-        flags = forget_mask(engine, self.forget_key)
-        if not flags.any():
-            return
         marks = torch.as_tensor(batch.get(FIXED_NOISE_KEY, torch.zeros(len(flags)))).reshape(-1).cpu().bool()
         fixed = marks[flags.cpu()]
         if self.noise == "fixed":
@@ -221,14 +204,13 @@ class NoisyLabel:
                     "NoisyLabel(noise='fixed') got forget items without their fixed noise map: put "
                     "NoisyLabel.label_transform() in the training pipeline before cropping (label_noise_transforms)."
                 )
-            return
+            return None
         if fixed.any():
             raise ValueError(
                 f"NoisyLabel(noise={self.noise!r}) got forget items that already carry a fixed noise map from "
                 "FixedNoiseLabeld: use noise='fixed', or take the transform out of the training pipeline."
             )
-        labels = torch.as_tensor(batch[self.label_key])
         index = flags.nonzero().squeeze(1).to(labels.device)
         noisy = labels.clone()
         noisy[index] = _draw_noise(labels[index], self.num_classes, self.noise_fraction, self.generator, self.noise)
-        engine.state.batch = {**batch, self.label_key: noisy}
+        return noisy

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
-from ignite.engine import Engine, Events
 
 from medunlearn_monai.forget import FORGET_KEY
-from medunlearn_monai.strategies._batch import forget_mask
+from medunlearn_monai.strategies._labels import SeededLabelReplacement
 
 
-class RandomRelabel:
+class RandomRelabel(SeededLabelReplacement):
     """Replace the label of every forget item by a uniformly drawn *different* class before the step.
 
     Retain items keep their labels, so on a mixed batch the trainer learns the retain data while
     unlearning the forget data. A fresh wrong label is drawn each time an item is seen. With
     ``multilabel`` the label is a 0/1 vector over ``num_classes`` observations and the new one is a
     uniformly drawn *different* 0/1 vector; unknown observations (NaN) stay unknown, and at least one
-    known observation always changes (an item without any known observation keeps its label).
+    known observation always changes (an item without any known observation keeps its label). The batch is
+    replaced, never modified in place.
 
     Args:
         num_classes: number of classes of the classifier (at least 2), or of observations.
@@ -39,37 +42,18 @@ class RandomRelabel:
     ):
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2 to draw a different label, got {num_classes}.")
+        super().__init__(seed, label_key, forget_key)
         self.num_classes = num_classes
         self.multilabel = multilabel
-        self.label_key = label_key
-        self.forget_key = forget_key
-        self.generator = torch.Generator().manual_seed(seed)
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """The label generator's state, saved in run checkpoints so a resumed run draws what it would have drawn."""
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore the label generator from :meth:`state_dict`."""
-        self.generator.set_state(state["generator"])
-
-    def attach(self, engine: Engine) -> None:
-        """Relabel at the start of every iteration, before the trainer prepares the batch."""
-        engine.add_event_handler(Events.ITERATION_STARTED, self)
-
-    def __call__(self, engine: Engine) -> None:
-        batch = engine.state.batch
-        labels = torch.as_tensor(batch[self.label_key])
-        flags = forget_mask(engine, self.forget_key)
-        if not flags.any():
-            return
+    def replace_labels(self, labels: torch.Tensor, flags: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
+        """A uniformly drawn different class (or 0/1 vector) for every forget item."""
         if self.multilabel:
-            engine.state.batch = {**batch, self.label_key: self._other_vectors(labels, flags)}
-            return
+            return self._other_vectors(labels, flags)
         # A shift in [1, num_classes - 1] modulo num_classes is uniform over the other classes, never y itself.
         shift = torch.randint(1, self.num_classes, (labels.shape[0],), generator=self.generator)
         shift = shift.view(-1, *([1] * (labels.dim() - 1))) * flags.view(-1, *([1] * (labels.dim() - 1)))
-        engine.state.batch = {**batch, self.label_key: (labels + shift.to(labels.dtype)) % self.num_classes}
+        return (labels + shift.to(labels.dtype)) % self.num_classes
 
     def _other_vectors(self, labels: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:
         # Adding a non-zero random bit pattern modulo 2 (XOR) is uniform over the other 2^K - 1 vectors.

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import torch
-from ignite.engine import Engine, Events
-from monai.engines.utils import IterationEvents, default_prepare_batch
+from ignite.engine import Engine
+from monai.engines.utils import default_prepare_batch
 
+from medunlearn_monai.strategies._frozen import FrozenWeights
 from medunlearn_monai.strategies._modules import unwrap_network
-from medunlearn_monai.strategies._state import NoRunState
 
 
-class SaliencyMask(NoRunState):
+class SaliencyMask(FrozenWeights):
     """Restrict training to the ``ratio`` of weights with the largest forget-loss gradient.
 
     At the start of the run the gradient of the loss on the forget data is accumulated (network in
@@ -37,19 +37,14 @@ class SaliencyMask(NoRunState):
     def __init__(self, forget_loader: Iterable, ratio: float = 0.5, prepare_batch: Callable = default_prepare_batch):
         if not 0.0 < ratio <= 1.0:
             raise ValueError(f"ratio must be in (0, 1], got {ratio}.")
+        super().__init__()
         self.forget_loader = forget_loader
         self.ratio = ratio
         self.prepare_batch = prepare_batch
         self.masks: dict[str, torch.Tensor] = {}
-        self.frozen_values: dict[str, torch.Tensor] = {}
-
-    def attach(self, engine: Engine) -> None:
-        """Compute the mask at the start; mask gradients after backward; restore weights after the step."""
-        engine.add_event_handler(Events.STARTED, self)
-        engine.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self.mask_gradients)
-        engine.add_event_handler(IterationEvents.MODEL_COMPLETED, self.restore_frozen_weights)
 
     def __call__(self, engine: Engine) -> None:
+        """Rank the weights by forget-loss gradient magnitude and keep the mask and the starting values."""
         network = unwrap_network(engine.network)
         saliency = self._forget_gradient_magnitudes(engine)
         scores = torch.cat([magnitude.flatten() for magnitude in saliency.values()])
@@ -83,7 +78,7 @@ class SaliencyMask(NoRunState):
                 parameter.grad.mul_(self.masks[name])
 
     @torch.no_grad()
-    def restore_frozen_weights(self, engine: Engine) -> None:
+    def restore_frozen(self, engine: Engine) -> None:
         """Write non-salient weights back to their starting values after the optimizer step."""
         for name, parameter in unwrap_network(engine.network).named_parameters():
             parameter.copy_(torch.where(self.masks[name], parameter, self.frozen_values[name]))

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from medunlearn_monai import workflows
-from medunlearn_monai.model_io import read_item_scores
+from medunlearn_monai.records import read_item_scores
 from medunlearn_monai.tracking import MLflowTracker
 
 # Overrides that choose the forget request; a study that sets its own request drops them.

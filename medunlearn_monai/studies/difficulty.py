@@ -21,7 +21,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from medunlearn_monai.forget import SUBJECT_KEY, ForgetRequest, hash_subject
-from medunlearn_monai.model_io import evaluation_path, read_json, record_path
+from medunlearn_monai.records import evaluation_path, read_json, record_path
 from medunlearn_monai.studies._runs import REQUEST_KEYS, ChildWorkflows, StudyError, split_scores, study_run
 from medunlearn_monai.tracking import MLflowTracker
 from medunlearn_monai.workflows import config_value

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from medunlearn_monai.checkpoints import checkpoint_dir, latest_checkpoint
-from medunlearn_monai.model_io import evaluation_path, read_json, record_path, write_json
+from medunlearn_monai.records import evaluation_path, read_json, record_path, write_json
 from medunlearn_monai.studies._runs import ChildWorkflows, StudyError, study_run
 from medunlearn_monai.studies.protocol_plots import (
     NOISE_FLOOR,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from medunlearn_monai.model_io import item_scores_path, read_json
+from medunlearn_monai.records import item_scores_path, read_json
 from medunlearn_monai.workflows import run_workflow
 
 BREASTMNIST = Path(__file__).resolve().parents[3] / "shared" / "data" / "breastmnist.npz"

@@ -15,7 +15,7 @@ import torch
 from medunlearn_monai.data.chexpert import CheXpertFormatError, load_chexpert_items
 from medunlearn_monai.data.synthetic import write_synthetic_chexpert
 from medunlearn_monai.forget import ForgetRequestError
-from medunlearn_monai.model_io import read_json
+from medunlearn_monai.records import read_json
 from medunlearn_monai.workflows import config_files, run_workflow, strategies
 
 BUNDLE = "chexpert_resnet_classification"

@@ -26,7 +26,7 @@ from medunlearn_monai.checkpoints import checkpoint_dir, latest_checkpoint
 from medunlearn_monai.data.medmnist import load_medmnist_items
 from medunlearn_monai.data.synthetic import write_synthetic_mrbrains18, write_synthetic_tissuemnist
 from medunlearn_monai.forget import ForgetRequest
-from medunlearn_monai.model_io import file_sha256, read_json, record_path
+from medunlearn_monai.records import file_sha256, read_json, record_path
 from medunlearn_monai.safe_loading import load_weights
 from medunlearn_monai.tracking import RESUMED_FROM_TAG
 from medunlearn_monai.workflows import bundle_dir, config_files, run_workflow

@@ -16,8 +16,8 @@ from medunlearn_monai.cli import main
 from medunlearn_monai.data.mrbrains18 import MRBrainS18FormatError, class_names
 from medunlearn_monai.data.synthetic import write_synthetic_mrbrains18
 from medunlearn_monai.forget import ForgetRequestError, hash_subject
-from medunlearn_monai.model_io import file_sha256, read_json
 from medunlearn_monai.networks.med3d import Med3DSegmenter
+from medunlearn_monai.records import file_sha256, read_json
 from medunlearn_monai.workflows import BUNDLES_DIR, run_workflow, strategies
 
 BUNDLE = "mrbrains18_med3d_segmentation"

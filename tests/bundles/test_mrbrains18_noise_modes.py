@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from medunlearn_monai.data.synthetic import write_synthetic_mrbrains18
-from medunlearn_monai.model_io import read_json
+from medunlearn_monai.records import read_json
 from medunlearn_monai.workflows import run_workflow
 
 BUNDLE = "mrbrains18_med3d_segmentation"

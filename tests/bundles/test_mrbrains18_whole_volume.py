@@ -15,8 +15,8 @@ from torch import nn
 from torch.nn.modules.module import register_module_forward_pre_hook
 
 from medunlearn_monai.data.synthetic import write_synthetic_mrbrains18
-from medunlearn_monai.model_io import read_json
 from medunlearn_monai.networks.med3d import Med3DSegmenter
+from medunlearn_monai.records import read_json
 from medunlearn_monai.workflows import config_value, run_workflow
 
 BUNDLE = "mrbrains18_med3d_segmentation"

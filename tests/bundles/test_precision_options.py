@@ -6,7 +6,7 @@ import mlflow
 import torch
 
 from medunlearn_monai.data.synthetic import write_synthetic_mrbrains18, write_synthetic_tissuemnist
-from medunlearn_monai.model_io import read_json
+from medunlearn_monai.records import read_json
 from medunlearn_monai.tracking import tracking_uri
 from medunlearn_monai.workflows import run_workflow
 

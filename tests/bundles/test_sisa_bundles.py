@@ -16,7 +16,7 @@ from medunlearn_monai.data.synthetic import (
     write_synthetic_mrbrains18,
     write_synthetic_tissuemnist,
 )
-from medunlearn_monai.model_io import file_sha256, read_json
+from medunlearn_monai.records import file_sha256, read_json
 from medunlearn_monai.sisa import ShardedTrainingError, ShardPlan
 from medunlearn_monai.workflows import config_value, run_workflow
 

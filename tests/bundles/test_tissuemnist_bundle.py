@@ -14,7 +14,7 @@ import torch
 from medunlearn_monai.data.medmnist import load_medmnist_items
 from medunlearn_monai.data.synthetic import write_synthetic_tissuemnist
 from medunlearn_monai.forget import ForgetRequest
-from medunlearn_monai.model_io import read_item_scores, read_json
+from medunlearn_monai.records import read_item_scores, read_json
 from medunlearn_monai.workflows import config_files, run_workflow, strategies
 
 BUNDLE = "tissuemnist_resnet_classification"
@@ -109,7 +109,7 @@ def test_salun_changes_at_most_the_salient_half_of_the_weights(pipeline):
 def test_original_model_file_is_never_rewritten(pipeline):
     _, models, _, _ = pipeline
     record = read_json(models / "model.json")
-    from medunlearn_monai.model_io import file_sha256
+    from medunlearn_monai.records import file_sha256
 
     assert file_sha256(models / "model.pt") == record["model_sha256"]
     for name in STRATEGIES:

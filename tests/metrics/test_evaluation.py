@@ -9,9 +9,9 @@ from monai.data import DataLoader
 from monai.engines import SupervisedEvaluator
 from monai.transforms import Activationsd
 
+from medunlearn_monai.evaluation import ClassificationEvaluation
 from medunlearn_monai.forget import hash_subject
-from medunlearn_monai.metrics.evaluation import ClassificationEvaluation
-from medunlearn_monai.model_io import item_scores_path, read_item_scores, write_json
+from medunlearn_monai.records import item_scores_path, read_item_scores, write_json
 from medunlearn_monai.tracking import MLflowTracker
 
 SALT = b"salt"

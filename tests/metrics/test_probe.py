@@ -9,10 +9,10 @@ from monai.data import DataLoader
 from monai.engines import SupervisedEvaluator
 from monai.transforms import Activationsd
 
-import medunlearn_monai.metrics.evaluation as evaluation_module
-from medunlearn_monai.metrics.evaluation import ClassificationEvaluation
+import medunlearn_monai.evaluation.classification as evaluation_module
+from medunlearn_monai.evaluation import ClassificationEvaluation
 from medunlearn_monai.metrics.probe import LayerInputs, probe_accuracy
-from medunlearn_monai.model_io import read_item_scores, write_json
+from medunlearn_monai.records import read_item_scores, write_json
 from medunlearn_monai.sisa import ShardEnsemble
 
 CLASSES = 4

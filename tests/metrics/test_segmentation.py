@@ -10,15 +10,14 @@ from monai.engines import SupervisedEvaluator
 from monai.handlers import MeanAbsoluteError, MeanDice, from_engine
 from monai.transforms import Activationsd, AsDiscreted, Compose, CopyItemsd
 
+from medunlearn_monai.evaluation import ReferenceMismatchError, SegmentationEvaluation
 from medunlearn_monai.forget import hash_subject
-from medunlearn_monai.metrics.evaluation import ReferenceMismatchError
 from medunlearn_monai.metrics.segmentation import (
-    SegmentationEvaluation,
     foreground_probability_and_mask,
     mean_voxel_cross_entropy,
     misclassified_voxels,
 )
-from medunlearn_monai.model_io import item_scores_path, read_item_scores, read_json, write_json
+from medunlearn_monai.records import item_scores_path, read_item_scores, read_json, write_json
 from medunlearn_monai.tracking import MLflowTracker
 
 SALT = b"salt"

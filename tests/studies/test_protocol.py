@@ -12,7 +12,7 @@ import pytest
 from medunlearn_monai import tracking, workflows
 from medunlearn_monai.cli import main
 from medunlearn_monai.data.synthetic import write_synthetic_tissuemnist
-from medunlearn_monai.model_io import evaluation_path, item_scores_path, read_json, record_path, write_json
+from medunlearn_monai.records import evaluation_path, item_scores_path, read_json, record_path, write_json
 from medunlearn_monai.studies import run_protocol
 from medunlearn_monai.studies._runs import StudyError
 from medunlearn_monai.studies.protocol import (

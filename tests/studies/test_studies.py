@@ -14,7 +14,7 @@ from medunlearn_monai import tracking
 from medunlearn_monai.comparison import comparison_rows
 from medunlearn_monai.data.synthetic import write_synthetic_tissuemnist
 from medunlearn_monai.forget import hash_subject
-from medunlearn_monai.model_io import file_sha256, item_scores_path, read_json
+from medunlearn_monai.records import file_sha256, item_scores_path, read_json
 from medunlearn_monai.studies import run_difficulty_study, run_ulira_study
 from medunlearn_monai.studies._runs import StudyError
 from medunlearn_monai.studies.difficulty import subject_difficulty

@@ -1,68 +1,51 @@
-"""The erasure certificate of one retraining or unlearning run: evidence that a forget request was carried out.
+"""Issuing erasure certificates: written by the run that retrains or unlearns, copied with a tuned model, and
+completed by the evaluation with its metrics and the evidence behind an approximate guarantee.
 
-``<model>.certificate.json`` sits beside the new model and in its MLflow run (``certificate/``). It names no subject
-and holds no salt: the request appears as its salted SHA-256 (the salt stays with the deployment, see
-:func:`medunlearn_monai.forget.load_salt`) and the retained training data as the hash of its *retain manifest*.
-
-The retain manifest is the SHA-256 of the sorted identities of the retained training items, one per line (an item's
-identity: :func:`medunlearn_monai.identities.item_identity`). Sorting makes it independent of the loader's order.
-Whoever holds the salt, the data and the request can rebuild it (``medunlearn verify-certificate``), and one
-forgotten item put back into the retained data changes it.
-
-The manifest says what the run *should* train on; ``consumed_items`` records what it *did*: the identities the
-trainer's batches carried (:func:`medunlearn_monai.identities.with_item_identities`), split by the ``forget`` flag.
-The run stops as soon as a batch holds an unflagged item outside the manifest, and the verifier checks the record
-against the manifest it rebuilds, so the check does not rest on the run's own word.
-
-A certificate also says what kind of erasure it certifies (``guarantee``): ``exact`` for retraining and SISA, whose
-weights never saw the forgotten subjects, ``approximate`` for every strategy that edits weights trained on them;
-an approximate certificate lists the evaluation evidence beside the model and what is still missing.
+What a certificate holds and means: :mod:`medunlearn_monai.certificate`.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import logging
 import os
 import platform
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import ignite
-import ignite.distributed as idist
 import mlflow
 import monai
-import monai.bundle
-import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from mlflow.exceptions import MlflowException
 
 import medunlearn_monai
-from medunlearn_monai.forget import FORGET_KEY, SUBJECT_KEY, ForgetRequest, ForgetSplit, hash_subject
-from medunlearn_monai.identities import ITEM_IDENTITY_KEY, item_identity
-from medunlearn_monai.metrics.evaluation import REQUEST_KEY
-from medunlearn_monai.model_io import certificate_path, evaluation_path, file_sha256, read_json, read_record, write_json
+from medunlearn_monai.certificate.manifest import (
+    CertificateError,
+    ConsumedItems,
+    batch_identities,
+    erasure_proof,
+    retain_manifest,
+)
+from medunlearn_monai.forget import ForgetRequest, ForgetSplit
+from medunlearn_monai.records import (
+    REFERENCE_KEY,
+    REQUEST_KEY,
+    certificate_path,
+    evaluation_path,
+    file_sha256,
+    read_json,
+    read_record,
+    write_json,
+)
 from medunlearn_monai.tracking import MLflowTracker
-from medunlearn_monai.workflows import bundle_dir, config_files
 
 logger = logging.getLogger(__name__)
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # version 1 lacks guarantee and consumed_items; it is read, and fails their check
 ARTIFACT_DIR = "certificate"
-ITEM_IDENTITY = (
-    "sha256(salted subject sha256 + NUL + item key); item key = image path(s) relative to dataset_dir, "
-    "or sha256 of an in-memory image array's dtype, shape and bytes"
-)
-CONSUMED_ITEMS = (
-    "salted item identities read from the trainer's batches (SISA: also the slices of reused checkpoints, matched "
-    "by digest); learned = without the forget flag; learned_in_manifest = base64 bitmap over the sorted distinct "
-    "retain-manifest identities, most significant bit first, 1 = learned"
-)
 EXACT, APPROXIMATE = "exact", "approximate"
 EXACT_STRATEGIES = ("retrain", "sisa")
 GUARANTEES = {
@@ -98,162 +81,6 @@ EVIDENCE = {
 CLASSIFIER_EVIDENCE = ("mia_efficacy", "probe_forget_acc")  # not measured for segmentation: never "missing" there
 
 
-class CertificateError(ValueError):
-    """A certificate that cannot be issued, updated or verified as asked."""
-
-
-@dataclass(frozen=True)
-class RetainManifest:
-    """The retained training items, as salted identities only: their hash, count and subjects' salted hashes."""
-
-    sha256: str
-    items: int
-    subject_hashes: frozenset[str]
-    identities: frozenset[str]
-
-    def forgotten_subjects(self, request: ForgetRequest, salt: bytes) -> int:
-        """How many of the request's subjects have an item in the manifest: 0 is the proof of erasure."""
-        return len(self.subject_hashes & set(request.subject_hashes(salt)))
-
-    def bitmap(self, chosen: Iterable[str]) -> str:
-        """Base64 bitmap over the sorted distinct identities, most significant bit first: 1 for each chosen one."""
-        chosen = set(chosen)
-        bits = np.array([identity in chosen for identity in sorted(self.identities)], dtype=bool)
-        return base64.b64encode(np.packbits(bits).tobytes()).decode()
-
-    def chosen(self, bitmap: str) -> list[str]:
-        """The identities a :meth:`bitmap` marks.
-
-        Raises:
-            ValueError: when ``bitmap`` is not base64 or was made over a manifest of another size.
-        """
-        ordered = sorted(self.identities)
-        packed = np.frombuffer(base64.b64decode(bitmap, validate=True), dtype=np.uint8)
-        if len(packed) != (len(ordered) + 7) // 8:
-            raise ValueError(f"a bitmap of {len(packed)} bytes does not cover a manifest of {len(ordered)} items.")
-        bits = np.unpackbits(packed)[: len(ordered)]
-        return [identity for identity, bit in zip(ordered, bits, strict=True) if bit]
-
-
-def retain_manifest(items: Sequence[Mapping[str, Any]], salt: bytes, dataset_dir: str | os.PathLike) -> RetainManifest:
-    """The manifest of ``items`` (the retained training items of a request)."""
-    identities = sorted(item_identity(item, salt, dataset_dir) for item in items)
-    return RetainManifest(
-        sha256=_digest(identities),
-        items=len(items),
-        subject_hashes=frozenset(hash_subject(item[SUBJECT_KEY], salt) for item in items),
-        identities=frozenset(identities),
-    )
-
-
-def _digest(sorted_identities: Sequence[str]) -> str:
-    return hashlib.sha256("\n".join(sorted_identities).encode()).hexdigest()
-
-
-def erasure_proof(
-    request: ForgetRequest,
-    split: ForgetSplit,
-    trained_items: Sequence[Mapping[str, Any]],
-    salt: bytes,
-    dataset_dir: str | os.PathLike,
-    manifest: RetainManifest | None = None,
-) -> dict[str, Any]:
-    """The request's hash, the data counts and the retain manifest, checked before anything is trained.
-
-    ``trained_items`` are the items the run trains on; unlearning lists forget items among them, flagged
-    ``forget`` for the strategy's handlers. Every unflagged one must be in the retain manifest. ``manifest`` is
-    ``split.retain``'s when already built.
-
-    Raises:
-        CertificateError: when a forgotten subject has an item in the retained data, or the run would train
-            normally on an item outside it.
-    """
-    manifest = manifest or retain_manifest(split.retain, salt, dataset_dir)
-    forgotten = manifest.forgotten_subjects(request, salt)
-    if forgotten:
-        raise CertificateError(
-            f"refusing to certify: {forgotten} of the {len(request.subject_ids)} forgotten subjects have items in the "
-            "retained training data."
-        )
-    learned = [item for item in trained_items if not item.get(FORGET_KEY)]
-    outside = sum(item_identity(item, salt, dataset_dir) not in manifest.identities for item in learned)
-    if outside:
-        raise CertificateError(
-            f"refusing to certify: the run would train on {outside} items that are not in the retained data."
-        )
-    return {
-        REQUEST_KEY: request.sha256(salt),
-        "counts": {
-            "forgotten_subjects": len(request.subject_ids),
-            "forgotten_items": len(split.forget),
-            "retained_subjects": len(manifest.subject_hashes),
-            "retained_items": manifest.items,
-            "trained_items": len(trained_items),
-            "trained_forget_items": len(trained_items) - len(learned),
-        },
-        "retain_manifest": {
-            "sha256": manifest.sha256,
-            "items": manifest.items,
-            "item_identity": ITEM_IDENTITY,
-            "forgotten_subjects_in_manifest": forgotten,
-        },
-    }
-
-
-def batch_identities(batch: Any) -> tuple[list[str], list[bool]]:
-    """The salted item identities of one collated batch and their ``forget`` flags (all False when unflagged).
-
-    Raises:
-        CertificateError: when the batch carries no identities, or not one per flag.
-    """
-    if not isinstance(batch, Mapping) or ITEM_IDENTITY_KEY not in batch:
-        raise CertificateError(
-            f"the trainer's batches carry no '{ITEM_IDENTITY_KEY}': the training dataset's transform must start with "
-            "medunlearn_monai.identities.with_item_identities(...) for the certificate to record what the run learns."
-        )
-    identities = [str(identity) for identity in batch[ITEM_IDENTITY_KEY]]
-    flags = batch.get(FORGET_KEY)
-    forget = [False] * len(identities) if flags is None else torch.as_tensor(flags).reshape(-1).bool().tolist()
-    if len(forget) != len(identities):
-        raise CertificateError(f"a batch holds {len(identities)} item identities but {len(forget)} forget flags.")
-    return identities, forget
-
-
-class ConsumedItems:
-    """The items a trainer consumed, by salted identity, checked against the retain manifest as they come.
-
-    Args:
-        manifest: the retain manifest of the run's request.
-    """
-
-    def __init__(self, manifest: RetainManifest):
-        self.manifest = manifest
-        self.learned: set[str] = set()
-        self.forget_flagged: set[str] = set()
-        self.batches = 0
-
-    def add(self, identities: Sequence[str], forget_flags: Sequence[bool]) -> int:
-        """Record one batch; returns how many of its unflagged items are outside the manifest."""
-        self.batches += 1
-        learned = {identity for identity, flag in zip(identities, forget_flags, strict=True) if not flag}
-        self.learned |= learned
-        self.forget_flagged |= {identity for identity, flag in zip(identities, forget_flags, strict=True) if flag}
-        return len(learned - self.manifest.identities)
-
-    def section(self) -> dict[str, Any]:
-        """The certificate's ``consumed_items``: counts, the learned items' digest and their manifest bitmap."""
-        return {
-            "recorded": CONSUMED_ITEMS,
-            "batches": self.batches,
-            "processes_recorded": f"1 of {idist.get_world_size()}",
-            "learned_items": len(self.learned),
-            "learned_sha256": _digest(sorted(self.learned)),
-            "learned_in_manifest": self.manifest.bitmap(self.learned),
-            "learned_outside_manifest": len(self.learned - self.manifest.identities),
-            "forget_flagged_items": len(self.forget_flagged),
-        }
-
-
 def guarantee_of(strategy: str | None) -> str:
     """``exact`` for retraining and SISA (their weights never saw the forgotten data), ``approximate`` otherwise."""
     return EXACT if strategy in EXACT_STRATEGIES else APPROXIMATE
@@ -271,7 +98,7 @@ def evaluation_evidence(model_path: str | os.PathLike, model_sha256: str, reques
         evaluation = {}
     available = {name: float(evaluation[name]) for name in EVIDENCE if isinstance(evaluation.get(name), (int, float))}
     if "gap_to_retrain" in available:
-        available["gap_reference"] = evaluation.get("reference_model")
+        available["gap_reference"] = evaluation.get(REFERENCE_KEY)
     segmentation = any(name.endswith("_dice") for name in evaluation)
     expected = [name for name in EVIDENCE if not (segmentation and name in CLASSIFIER_EVIDENCE)]
     return {
@@ -347,7 +174,7 @@ class CertificateWriter:
         forget_split: the training items divided by the request.
         trained_items: the items the trainer runs on (forget items flagged for unlearning).
         salt: the deployment's salt for subject hashes.
-        dataset_dir: root of relative item keys (see the module docstring).
+        dataset_dir: root of relative item keys (see :func:`medunlearn_monai.identities.item_identity`).
         hyperparameters: the run's hyperparameters.
         model_before: the model the new one replaces (the source of unlearning, the original for retraining).
         tracker: the run's MLflow run, or None.
@@ -585,131 +412,3 @@ class CertificateMetrics:
 
 def _numbers(metrics: Mapping[str, Any]) -> dict[str, float]:
     return {key: float(value) for key, value in metrics.items() if isinstance(value, (int, float))}
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """The outcome of one verification check."""
-
-    check: str
-    passed: bool
-    detail: str
-
-    def __str__(self) -> str:
-        return f"{'PASS' if self.passed else 'FAIL'} {self.check}: {self.detail}"
-
-
-def verify_certificate(
-    certificate_file: str | os.PathLike, model_path: str | os.PathLike, bundle: str | os.PathLike, **overrides: Any
-) -> list[Verdict]:
-    """Re-check a certificate: the model file's SHA-256, the request and retain manifest rebuilt from the data, and
-    the items the trainer learned from (its ``consumed_items``) against that rebuilt manifest.
-
-    The bundle's train config, with ``overrides`` (``dataset_dir``, ``forget_request_file``, ...) as for the run
-    that made the model, yields the items, the request and the deployment's salt.
-
-    Raises:
-        FileNotFoundError: when the certificate or the model file does not exist.
-        CertificateError: when the certificate is unreadable or no forget request is given.
-    """
-    certificate = read_certificate(certificate_file)
-    if not Path(model_path).is_file():
-        raise FileNotFoundError(f"model file {model_path} does not exist.")
-    model_sha256 = file_sha256(model_path)
-    certified_sha256 = str(certificate.get("model_sha256"))
-    verdicts = [
-        Verdict(
-            "model_sha256",
-            model_sha256 == certified_sha256,
-            f"{model_sha256[:16]}... (certified {certified_sha256[:16]}...)",
-        )
-    ]
-    root = bundle_dir(bundle)
-    parser = monai.bundle.ConfigParser()
-    parser.read_config(config_files(root, "train"))
-    parser.update({"bundle_root": str(root), **overrides})
-    request = parser.get_parsed_content("forget_request")
-    if request is None:
-        raise CertificateError("verification needs the forget request: pass --forget_request_file FILE.")
-    salt = parser.get_parsed_content("salt")
-    request_sha256 = request.sha256(salt)
-    same_request = request_sha256 == certificate.get(REQUEST_KEY)
-    verdicts.append(
-        Verdict(
-            "forget_request_sha256",
-            same_request,
-            "the request hashes to the certified one" if same_request else "the request or the salt differs",
-        )
-    )
-    split = parser.get_parsed_content("forget_split")
-    manifest = retain_manifest(split.retain, salt, parser.get_parsed_content("dataset_dir"))
-    certified = certificate.get("retain_manifest", {})
-    verdicts.append(
-        Verdict(
-            "retain_manifest_sha256",
-            manifest.sha256 == certified.get("sha256"),
-            f"{manifest.items} retained items rebuilt from the data (certified {certified.get('items')})",
-        )
-    )
-    verdicts.append(learned_items_verdict(certificate.get("consumed_items"), manifest))
-    return verdicts
-
-
-def learned_items_verdict(consumed: Mapping[str, Any] | None, manifest: RetainManifest) -> Verdict:
-    """Whether every item the trainer learned from, as recorded, is in ``manifest`` (rebuilt from data and request).
-
-    The record's bitmap marks the learned items among the manifest's; they must hash to the recorded digest of
-    all learned items, so one learned item outside the rebuilt retained data fails the check.
-    """
-    check = "learned_items_retained"
-    if not consumed:
-        return Verdict(check, False, "the certificate has no record of the items the trainer consumed")
-    try:
-        found = manifest.chosen(str(consumed.get("learned_in_manifest", "")))
-    except ValueError as error:
-        return Verdict(check, False, f"the record of learned items does not fit the rebuilt retained data: {error}")
-    learned = consumed.get("learned_items")
-    passed = _digest(found) == consumed.get("learned_sha256") and len(found) == learned
-    detail = f"{len(found)} of the {learned} items the trainer learned from are in the retained data rebuilt here"
-    if consumed.get("forget_flagged_items"):
-        detail += f"; {consumed['forget_flagged_items']} forget items were given to it flagged, to be unlearned"
-    return Verdict(check, passed, detail)
-
-
-def guarantee_lines(certificate_file: str | os.PathLike, model_path: str | os.PathLike) -> list[str]:
-    """What the certificate guarantees, in words; for an approximate one, the evidence beside ``model_path`` (an
-    evaluation of this very file for the certified request) and what is missing."""
-    certificate = read_certificate(certificate_file)
-    kind = guarantee_of(certificate.get("strategy"))
-    lines = [f"guarantee: {kind} ({certificate.get('strategy')}): {GUARANTEES[kind]}"]
-    if kind == EXACT:
-        return lines
-    evidence = evaluation_evidence(model_path, file_sha256(model_path), str(certificate.get(REQUEST_KEY)))
-    available = evidence["available"]
-    if available:
-        shown = [
-            f"{name} {available[name]:.3f}"
-            + (f" (against {available['gap_reference']})" if name == "gap_to_retrain" else "")
-            for name in EVIDENCE
-            if name in available
-        ]
-        lines.append(f"evidence ({evidence['evaluation']}): {', '.join(shown)}")
-    else:
-        lines.append(
-            f"evidence: none: no evaluation of this model file for this request at {evaluation_path(model_path)}"
-        )
-    missing = [f"{name} ({how})" for name, how in evidence["missing"].items()]
-    lines.append(f"missing: {'; '.join(missing) if missing else 'nothing'}")
-    return lines
-
-
-def require_all_passed(verdicts: Sequence[Verdict]) -> str:
-    """A one-line summary when every check passed.
-
-    Raises:
-        CertificateError: naming the checks that failed.
-    """
-    failed = [verdict.check for verdict in verdicts if not verdict.passed]
-    if failed:
-        raise CertificateError(f"{len(failed)} of {len(verdicts)} certificate checks failed: {', '.join(failed)}.")
-    return f"certificate verified: all {len(verdicts)} checks passed."
