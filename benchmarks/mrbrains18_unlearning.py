@@ -13,7 +13,9 @@ Both are asked on two synthetic arms (``medunlearn synthesize --arm``): ``alike`
 one template, so a retrained model still segments the forgotten one well) and ``distinct`` (the forgotten subject
 has another scanner's FLAIR and an infarct only it has, so a retrained model segments it worse), in the bundle's
 ``patch`` and ``whole`` input regimes, for every method x {20, 50} unlearning epochs x seeds. A seed changes the
-synthetic subjects, the model's initialisation and the data order.
+synthetic subjects, the model's initialisation and the data order. The 20-epoch model of each method is a snapshot of
+its 50-epoch run (:class:`medunlearn_monai.model_io.ModelSnapshots`; none of these methods reads the run's length, so
+it is the model a 20-epoch run writes), and its seconds are the run's seconds up to that epoch.
 
 Each (arm, regime, seed) is one work folder under ``--work_dir`` whose finished steps are skipped on a rerun (a
 model with its evaluation beside it is done), so an interrupted run resumes; configurations can run in separate
@@ -34,12 +36,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import monai.bundle
 import numpy as np
 from _report import add_results_dir, machine, markdown_table, plus_minus
 
 from medunlearn_monai.data.synthetic import write_synthetic_mrbrains18
-from medunlearn_monai.model_io import evaluation_path, read_json
-from medunlearn_monai.workflows import run_workflow
+from medunlearn_monai.records import evaluation_path, read_json
+from medunlearn_monai.workflows import bundle_dir, config_files, run_workflow
 
 BUNDLE = "mrbrains18_med3d_segmentation"
 NAME = "mrbrains18_unlearning"
@@ -60,12 +63,13 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
 SUBJECTS = ("1", "4", "5", "7", "14", "070", "148", "200", "201")  # the challenge's 7 IDs, then 2 extra
 FORGOTTEN = "4"
 TEST_SUBJECTS = ["200", "201"]
-# CPU-feasible sizes (2 cores): a quarter of the challenge's in-plane resolution and half its slices.
+# CPU-feasible sizes (2 cores, 12 configurations in about two hours): a quarter of the challenge's in-plane
+# resolution and half its slices, MedicalNet's smallest ResNet, whole volumes of about twice a patch's voxels.
 SIZES = {
-    "depth": 18,
+    "depth": 10,
     "spacing": [4.0, 4.0, 6.0],
     "roi_size": [32, 32, 16],
-    "whole_size": [48, 48, 24],
+    "whole_size": [40, 40, 20],
     "train_epochs": 30,
 }
 PAPER_STYLE = {"forget_decrease_pct": 80.0, "retain_kept_pct": 80.0}
@@ -90,7 +94,9 @@ def arguments() -> argparse.Namespace:
 
 def configurations(options: argparse.Namespace) -> list[tuple[str, str, int]]:
     """(arm, regime, seed) in the order they run; ``--configs`` picks some."""
-    every = list(itertools.product(options.arms.split(","), options.regimes.split(","), _ints(options.seeds)))
+    # Seed by seed, so an interrupted benchmark has every arm and regime at the seeds it finished.
+    every = [(arm, regime, seed) for seed, arm, regime in
+             itertools.product(_ints(options.seeds), options.arms.split(","), options.regimes.split(","))]  # fmt: skip
     if options.configs is None:
         return every
     chosen = {tuple(part.split("/")) for part in options.configs.split(",")}
@@ -125,12 +131,19 @@ def run_configuration(options: argparse.Namespace, arm: str, regime: str, seed: 
     _run_once(models / "retrained.pt", "train", None, **common, **training, **request)
     for model in ("model", "retrained"):
         _evaluate(common, request, models / f"{model}.pt")
-    for epochs in _ints(options.horizons):
-        for method in options.methods.split(","):
-            strategy, overrides = METHODS[method]
-            path = models / f"unlearned_{method}_{epochs}.pt"
-            unlearning = {"unlearn_epochs": epochs, "output_model": str(path), **overrides}
-            _run_once(path, "unlearn", strategy, **common, **request, **unlearning)
+    horizons = sorted(_ints(options.horizons))
+    for method in options.methods.split(","):
+        strategy, overrides = METHODS[method]
+        # One run of the longest budget; the shorter budgets are its snapshots (none of these methods reads the
+        # run's length: tests/test_model_io.py shows a snapshot equals the shorter run).
+        template = str(models / f"unlearned_{method}_{{epoch}}.pt")
+        paths = [Path(template.format(epoch=epochs)) for epochs in horizons]
+        unlearning = {"unlearn_epochs": horizons[-1], "output_model": str(paths[-1]), **overrides}
+        if not all(path.is_file() for path in paths):
+            snapshots = _snapshot_config(folder, template, horizons[:-1])
+            print(f"== {paths[-1]} (snapshots at {horizons[:-1]})", flush=True)
+            _run_unlearning(strategy, snapshots, **common, **request, **unlearning)
+        for path in paths:
             _evaluate(common, request, path)
     spent = folder / "seconds.json"
     earlier = read_json(spent)["seconds"] if spent.is_file() else 0.0
@@ -142,6 +155,29 @@ def _run_once(model: Path, workflow: str, strategy: str | None, **overrides: Any
     if not model.is_file():
         print(f"== {model}", flush=True)
         run_workflow(BUNDLE, workflow, strategy, **overrides)
+
+
+def _snapshot_config(folder: Path, template: str, epochs: list[int]) -> Path:
+    """A config layered after the bundle's unlearn configs that saves the model after each of ``epochs``."""
+    path = folder / "snapshots.json"
+    snapshots = {"_target_": "medunlearn_monai.model_io.ModelSnapshots", "epochs": epochs, "path_template": template,
+                 "record": "$dict(@run_params, **@hyperparameters)", "source_model": "@source_model"}  # fmt: skip
+    path.write_text(json.dumps({"+initial_handlers": [snapshots]}, indent=2))
+    return path
+
+
+def _run_unlearning(strategy: str, overlay: Path, **overrides: Any) -> None:
+    """The bundle's unlearn workflow as ``run_workflow`` runs it, with ``overlay`` layered after its configs (a
+    half-written run is replaced: its model file is written last, so a rerun starts it again)."""
+    root = bundle_dir(BUNDLE)
+    configs = root / "configs"
+    monai.bundle.run(
+        config_file=[*config_files(root, "unlearn", strategy), str(overlay)],
+        meta_file=str(configs / "metadata.json"),
+        logging_file=str(configs / "logging.conf"),
+        bundle_root=str(root),
+        **overrides,
+    )
 
 
 def _evaluate(common: Mapping[str, Any], request: Mapping[str, Any], model: Path) -> None:
