@@ -148,11 +148,15 @@ def test_rank_zero_alone_logs_writes_and_prints(runs):
 )
 def test_multi_gpu_configs_restate_what_they_wrap_as_the_workflow_has_it(bundle):
     # Like model-zoo's, the files repeat a few expressions of the configs they override: a change there goes here too.
+    # The ordered initialize steps are stated once per workflow (initialize_steps); multi-GPU runs them after joining
+    # the process group and appends its own finalize step.
     assert len(list((BUNDLES_DIR / bundle / "configs").glob("multi_gpu_*.json"))) == len(MULTI_GPU_WORKFLOWS)
     for workflow, strategy in (("train", None), ("unlearn", "ft")):
         alone = monai.bundle.ConfigParser.load_config_files(config_files(bundle, workflow, strategy))
         layered = monai.bundle.ConfigParser.load_config_files(config_files(bundle, workflow, strategy, multi_gpu=True))
-        assert layered["initialize"] == ["$distributed.initialize()", *alone["initialize"]]
+        assert alone["initialize"] == "@initialize_steps"
+        assert layered["initialize"] == ["$distributed.initialize()", "@initialize_steps"]
+        assert layered["initialize_steps"] == alone["initialize_steps"]
         assert layered["finalize"] == [*alone["finalize"], "$idist.finalize()"]
         assert layered["network"]["module"] == alone["network"]
         handlers = alone["train"]["trainer"]["train_handlers"]
