@@ -7,7 +7,9 @@ unlearning epochs; Noisy Label reached 93 % / 84 % at 50 epochs. Two questions a
 - *paper-style forgetting*: destroy the forget subject's segmentation and keep the others' (forget decrease
   >= 80 % and retain kept >= 80 %, means over seeds);
 - *exact-style unlearning*: be indistinguishable from a model retrained without the subject (gap to retrain, the
-  mean absolute difference of retain, forget and test Dice, at most 2 points).
+  mean absolute difference of retain, forget and test Dice, at most 2 points), read next to the **noise floor**: a
+  second exact retraining (seed + 1000, same data and request) scored against the first, and the original model's
+  own gap (what doing nothing scores).
 
 Both are asked on two synthetic arms (``medunlearn synthesize --arm``): ``alike`` (every subject a deformation of
 one template, so a retrained model still segments the forgotten one well) and ``distinct`` (the forgotten subject
@@ -41,7 +43,10 @@ import numpy as np
 from _report import add_results_dir, machine, markdown_table, plus_minus
 
 from medunlearn_monai.data.synthetic import write_synthetic_mrbrains18
+from medunlearn_monai.metrics.gap import avg_gap
+from medunlearn_monai.metrics.segmentation import SEGMENTATION_GAP_METRICS
 from medunlearn_monai.records import evaluation_path, read_json
+from medunlearn_monai.studies.protocol import NOISE, NOISE_SEED_OFFSET
 from medunlearn_monai.workflows import bundle_dir, config_files, run_workflow
 
 BUNDLE = "mrbrains18_med3d_segmentation"
@@ -83,11 +88,12 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--regimes", default=",".join(REGIMES))
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default=",".join(METHODS), help="'' for the references and noise floor only")
     parser.add_argument("--horizons", default=",".join(map(str, HORIZONS)))
     parser.add_argument("--depth", type=int, default=SIZES["depth"], help="Med3D ResNet depth (10, 18, 34, 50)")
     parser.add_argument("--train_epochs", type=int, default=SIZES["train_epochs"])
     parser.add_argument("--configs", default=None, help="only these arm/regime/seed folders, e.g. alike/patch/0")
+    parser.add_argument("--name", default=NAME, help=f"results files <results_dir>/<name>.json|md (default {NAME})")
     add_results_dir(parser)
     return parser.parse_args()
 
@@ -129,10 +135,12 @@ def run_configuration(options: argparse.Namespace, arm: str, regime: str, seed: 
     training = {"max_epochs": options.train_epochs, "val_interval": options.train_epochs}
     _run_once(models / "model.pt", "train", None, **common, **training)
     _run_once(models / "retrained.pt", "train", None, **common, **training, **request)
-    for model in ("model", "retrained"):
+    floor = {"seed": seed + NOISE_SEED_OFFSET, "data_seed": seed, "output_model": str(models / f"{NOISE}.pt")}
+    _run_once(models / f"{NOISE}.pt", "train", None, **{**common, **floor}, **training, **request)
+    for model in ("model", "retrained", NOISE):
         _evaluate(common, request, models / f"{model}.pt")
     horizons = sorted(_ints(options.horizons))
-    for method in options.methods.split(","):
+    for method in filter(None, options.methods.split(",")):
         strategy, overrides = METHODS[method]
         # One run of the longest budget; the shorter budgets are its snapshots (none of these methods reads the
         # run's length: tests/test_model_io.py shows a snapshot equals the shorter run).
@@ -194,12 +202,19 @@ def folder_rows(folder: Path) -> list[dict[str, Any]]:
             method, epochs = "original", None
         elif stem == "retrained":
             method, epochs = "retrain", None
+        elif stem == NOISE:
+            method, epochs = "noise_floor", None
         else:
             method, _, epochs = stem.removeprefix("unlearned_").rpartition("_")
             epochs = int(epochs)
         evaluation = read_json(path)
         seconds = read_json(path.parent / f"{stem}.json")["seconds"]
         rows.append({"method": method, "epochs": epochs, "seconds": seconds, **evaluation})
+    retrained = next(row for row in rows if row["method"] == "retrain")
+    for row in rows:  # the evaluation scores the gap of unlearned models only; the floor and the original get it here
+        if row["method"] in ("original", "noise_floor"):
+            row["gap_to_retrain"] = avg_gap(row, retrained, SEGMENTATION_GAP_METRICS)
+            row["forget_dice_gap_to_retrain"] = 100.0 * abs(row["forget_dice"] - retrained["forget_dice"])
     return rows
 
 
@@ -236,7 +251,7 @@ def summary(work_dir: Path) -> dict[str, Any]:
             values = [entry[metric] for entry in found if entry.get(metric) is not None]
             row[f"{name}_mean"] = float(np.mean(values)) if values else None
             row[f"{name}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
-        if method not in ("original", "retrain"):
+        if method not in ("original", "retrain", "noise_floor"):
             row["paper_style_success"] = bool(
                 row["forget_decrease_pct_mean"] >= PAPER_STYLE["forget_decrease_pct"]
                 and row["retain_kept_pct_mean"] >= PAPER_STYLE["retain_kept_pct"]
@@ -252,7 +267,7 @@ def summary(work_dir: Path) -> dict[str, Any]:
 
 def _order(key: tuple) -> tuple:
     arm, regime, method, epochs = key
-    names = ["original", "retrain", *METHODS]
+    names = ["original", "retrain", "noise_floor", *METHODS]
     return ARMS.index(arm), REGIMES.index(regime), epochs or 0, names.index(method) if method in names else 99
 
 
@@ -288,7 +303,10 @@ def markdown(report: Mapping[str, Any]) -> str:
         f"{report['summary']['seeds']}. Wall time: {report['summary']['configuration_seconds'] / 60:.0f} min of "
         "configuration runs in all (one process each; several may have run side by side).\n\n"
         "Forget decrease and retain kept are relative to the original model (for `retrain`: the retrained model's "
-        "own). Paper-style success: forget decrease >= 80 % and retain kept >= 80 % (means). Exact-style success: "
+        "own). `noise_floor` is a second exact retraining (seed + 1000, same data and request); its gap to retrain, "
+        "and the original model's, are scored here from the Dice values (the evaluation scores unlearned models "
+        "only): a gap within the floor's is no difference from retraining, and one near the original's is doing "
+        "nothing. Paper-style success: forget decrease >= 80 % and retain kept >= 80 % (means). Exact-style success: "
         "gap to retrain (mean absolute difference of retain, forget and test Dice, points) <= 2. The forget gap is "
         "|forget Dice - retrained forget Dice| in points. The loss-attack AUC tells the forget subject from the test "
         "subjects by per-subject loss (one forget subject: 0 or 1 or 0.5 per seed, a weak lower bound on leakage). "
@@ -300,13 +318,13 @@ def markdown(report: Mapping[str, Any]) -> str:
 def write_report(options: argparse.Namespace) -> None:
     """Rewrite the results files from every finished folder (locked: several processes may finish at once)."""
     options.results_dir.mkdir(parents=True, exist_ok=True)
-    with open(options.results_dir / f".{NAME}.lock", "w") as lock:
+    with open(options.results_dir / f".{options.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         settings = {**SIZES, "depth": options.depth, "train_epochs": options.train_epochs,
                     "subjects": list(SUBJECTS), "forgotten": FORGOTTEN, "test_subjects": TEST_SUBJECTS}  # fmt: skip
         report = {"machine": machine(), "settings": settings, "summary": summary(options.work_dir)}
-        (options.results_dir / f"{NAME}.json").write_text(json.dumps(report, indent=2))
-        (options.results_dir / f"{NAME}.md").write_text(markdown(report))
+        (options.results_dir / f"{options.name}.json").write_text(json.dumps(report, indent=2))
+        (options.results_dir / f"{options.name}.md").write_text(markdown(report))
 
 
 def main() -> None:
@@ -315,7 +333,7 @@ def main() -> None:
     for arm, regime, seed in configurations(options):
         run_configuration(options, arm, regime, seed)
         write_report(options)
-        print(f"{arm}/{regime}/{seed} done; results in {options.results_dir / NAME}.md", flush=True)
+        print(f"{arm}/{regime}/{seed} done; results in {options.results_dir / options.name}.md", flush=True)
 
 
 if __name__ == "__main__":
