@@ -91,6 +91,8 @@ def test_evaluation_scores_retain_forget_and_test_subjects(pipeline):
     for model in ("model", "unlearned_ft"):
         metrics = read_json(work / "models" / f"{model}.eval.json")
         for split in ("retain", "forget", "test"):
+            # A range on purpose: the whole regime scores on the resized grid through its own post-processing, and
+            # the report scales Dice and MAE as fractions; what the scores say is tested in test_mrbrains18_bundle.py.
             assert 0 <= metrics[f"{split}_dice"] <= 1 and 0 <= metrics[f"{split}_mae"] <= 1, (model, split)
         rows = read_json(work / "models" / f"{model}.subjects.json")["subjects"]
         assert sorted(row["split"] for row in rows) == ["forget", "retain", "retain", "test"]
