@@ -63,7 +63,11 @@ def test_exact_retraining_forgets(pipeline):
     assert original["forget_acc"] > original["test_acc"]  # the generalisation gap that makes forgetting measurable
 
 
-@pytest.mark.parametrize("strategy", ["ga", "rl", "salun"])
+# benchmarks/results/outcome_spread.md: in this setting at seeds 0 and 1 and 1 and 2 torch threads, these strategies
+# lowered forget accuracy by 3.1 to 84 points in every run (GA 14.6-84, RL 8.3-25, SalUn 8.3-18.8, RL-stop 4.2-18.8,
+# SalUn-stop 3.1-38.5, RUM 5.2-22.9). FT, l1-sparse, NegGrad+, SCRUB and SSD at their tuned budgets move it by 0-11
+# points and by nothing at seed 0, so their effect is asserted by mechanism in tests/strategies/ instead.
+@pytest.mark.parametrize("strategy", ["ga", "rl", "salun", "rl_stop", "salun_stop", "rum"])
 def test_forgetting_strategies_lower_forget_accuracy(pipeline, strategy):
     _, models, _, _ = pipeline
     assert evaluation(models, f"unlearned_{strategy}")["forget_acc"] < evaluation(models, "model")["forget_acc"]
