@@ -43,6 +43,7 @@ import numpy as np
 from _report import add_results_dir, machine, markdown_table, plus_minus
 
 from medunlearn_monai.data.synthetic import write_synthetic_mrbrains18
+from medunlearn_monai.metrics.dice import forget_dice_gap
 from medunlearn_monai.metrics.gap import avg_gap
 from medunlearn_monai.metrics.segmentation import SEGMENTATION_GAP_METRICS
 from medunlearn_monai.records import evaluation_path, read_json
@@ -214,7 +215,7 @@ def folder_rows(folder: Path) -> list[dict[str, Any]]:
     for row in rows:  # the evaluation scores the gap of unlearned models only; the floor and the original get it here
         if row["method"] in ("original", "noise_floor"):
             row["gap_to_retrain"] = avg_gap(row, retrained, SEGMENTATION_GAP_METRICS)
-            row["forget_dice_gap_to_retrain"] = 100.0 * abs(row["forget_dice"] - retrained["forget_dice"])
+            row.update(forget_dice_gap(row, retrained))
     return rows
 
 

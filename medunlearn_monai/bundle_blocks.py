@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from medunlearn_monai.workflows import BUNDLES_DIR
+from medunlearn_monai.workflows import BUNDLES_DIR, project_bundles
 
 SHARED_BLOCKS_FILE = BUNDLES_DIR / "shared_blocks.json"
 
@@ -22,11 +22,6 @@ SHARED_BLOCKS_FILE = BUNDLES_DIR / "shared_blocks.json"
 def shared_blocks(source: Path = SHARED_BLOCKS_FILE) -> dict[str, dict[str, Any]]:
     """Config file name (``train.json``) -> key -> the value every bundle's copy must hold."""
     return json.loads(source.read_text())["files"]
-
-
-def project_bundles() -> list[Path]:
-    """The project's bundle folders (``bundles/<name>`` with a ``configs/`` folder), sorted by name."""
-    return sorted(path for path in BUNDLES_DIR.iterdir() if (path / "configs").is_dir())
 
 
 def drifted_blocks(bundle: Path, source: Path = SHARED_BLOCKS_FILE) -> list[str]:

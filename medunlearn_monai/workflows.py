@@ -23,6 +23,11 @@ STRATEGY_ALIASES = {"max_loss": "neggrad_plus"}
 logger = logging.getLogger(__name__)
 
 
+def project_bundles() -> list[Path]:
+    """The project's bundle folders (``bundles/<name>`` with a ``configs/`` folder), sorted by name."""
+    return sorted(path for path in BUNDLES_DIR.iterdir() if (path / "configs").is_dir())
+
+
 def bundle_dir(bundle: str | os.PathLike) -> Path:
     """A bundle folder given as a path or by the name of one of the project's bundles.
 
@@ -32,7 +37,7 @@ def bundle_dir(bundle: str | os.PathLike) -> Path:
     for candidate in (Path(bundle), BUNDLES_DIR / str(bundle)):
         if (candidate / "configs" / "metadata.json").is_file():
             return candidate
-    known = sorted(path.name for path in BUNDLES_DIR.glob("*") if (path / "configs").is_dir())
+    known = [path.name for path in project_bundles()]
     raise FileNotFoundError(f"no bundle '{bundle}': give a bundle folder or one of {', '.join(known)}.")
 
 

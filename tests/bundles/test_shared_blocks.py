@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from medunlearn_monai import bundle_blocks
-from medunlearn_monai.workflows import BUNDLES_DIR
+from medunlearn_monai.workflows import BUNDLES_DIR, project_bundles
 
 BUNDLES = ["chexpert_resnet_classification", "mrbrains18_med3d_segmentation", "tissuemnist_resnet_classification"]
 
 
 def test_every_project_bundle_is_checked() -> None:
-    assert [path.name for path in bundle_blocks.project_bundles()] == BUNDLES
+    assert [path.name for path in project_bundles()] == BUNDLES
 
 
 def test_the_source_covers_each_workflow_file() -> None:
