@@ -69,15 +69,16 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
 SUBJECTS = ("1", "4", "5", "7", "14", "070", "148", "200", "201")  # the challenge's 7 IDs, then 2 extra
 FORGOTTEN = "4"
 TEST_SUBJECTS = ["200", "201"]
-# CPU-feasible sizes (2 cores, 12 configurations in about two hours): a quarter of the challenge's in-plane
+# ``cpu``: CPU-feasible sizes (2 cores, 12 configurations in about two hours): a quarter of the challenge's in-plane
 # resolution and half its slices, MedicalNet's smallest ResNet, whole volumes of about twice a patch's voxels.
-SIZES = {
-    "depth": 10,
-    "spacing": [4.0, 4.0, 6.0],
-    "roi_size": [32, 32, 16],
-    "whole_size": [40, 40, 20],
-    "train_epochs": 30,
-}
+# ``full``: the challenge's spacing, the bundle's training crop and MedicalNet's 448 x 448 x 56 whole volume (x, y, z),
+# ResNet-50: the paper's setting, for a GPU.
+SIZE_PRESETS: dict[str, dict[str, Any]] = {
+    "cpu": {"depth": 10, "spacing": [4.0, 4.0, 6.0], "roi_size": [32, 32, 16], "whole_size": [40, 40, 20],
+            "train_epochs": 30},
+    "full": {"depth": 50, "spacing": [0.958, 0.958, 3.0], "roi_size": [96, 96, 32], "whole_size": [448, 448, 56],
+             "train_epochs": 30},
+}  # fmt: skip
 PAPER_STYLE = {"forget_decrease_pct": 80.0, "retain_kept_pct": 80.0}
 EXACT_STYLE_GAP = 2.0  # Dice points
 PAPER_NOISY_LABEL_50 = {"forget_decrease_pct": 93.0, "retain_kept_pct": 84.0}
@@ -91,12 +92,19 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--regimes", default=",".join(REGIMES))
     parser.add_argument("--methods", default=",".join(METHODS), help="'' for the references and noise floor only")
     parser.add_argument("--horizons", default=",".join(map(str, HORIZONS)))
-    parser.add_argument("--depth", type=int, default=SIZES["depth"], help="Med3D ResNet depth (10, 18, 34, 50)")
-    parser.add_argument("--train_epochs", type=int, default=SIZES["train_epochs"])
+    parser.add_argument("--size", choices=sorted(SIZE_PRESETS), default="cpu", help="spacing, crop and volume sizes")
+    parser.add_argument("--depth", type=int, default=None, help="Med3D ResNet depth (10, 18, 34, 50); default: the size's")
+    parser.add_argument("--train_epochs", type=int, default=None, help="default: the size's")
+    parser.add_argument("--data_only", action="store_true", help="write the configurations' subjects and stop")
+    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (the bundle's `amp`), for a GPU")
     parser.add_argument("--configs", default=None, help="only these arm/regime/seed folders, e.g. alike/patch/0")
     parser.add_argument("--name", default=NAME, help=f"results files <results_dir>/<name>.json|md (default {NAME})")
     add_results_dir(parser)
-    return parser.parse_args()
+    options = parser.parse_args()
+    options.sizes = {**SIZE_PRESETS[options.size]}
+    options.depth = options.sizes["depth"] = options.depth or options.sizes["depth"]
+    options.train_epochs = options.sizes["train_epochs"] = options.train_epochs or options.sizes["train_epochs"]
+    return options
 
 
 def configurations(options: argparse.Namespace) -> list[tuple[str, str, int]]:
@@ -120,16 +128,13 @@ def run_configuration(options: argparse.Namespace, arm: str, regime: str, seed: 
     started = time.perf_counter()
     folder = options.work_dir / arm / regime / str(seed)
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
-    data = folder / "data"
-    if not (data / "training").is_dir():
-        distinct = {"arm": "distinct", "distinct_subjects": [FORGOTTEN]} if arm == "distinct" else {}
-        write_synthetic_mrbrains18(data, len(SUBJECTS), tuple(SIZES["spacing"]), seed=seed, subject_ids=list(SUBJECTS),
-                                   **distinct)  # fmt: skip
+    data = write_data(options, arm, regime, seed)
+    sizes = options.sizes
     (folder / "request.txt").write_text(FORGOTTEN + "\n")
     models = folder / "models"
     common = {
-        "dataset_dir": str(data), "model_dir": str(models), "depth": options.depth, "pixdim": SIZES["spacing"],
-        "roi_size": SIZES["roi_size"], "whole_size": SIZES["whole_size"], "input_regime": regime,
+        "dataset_dir": str(data), "model_dir": str(models), "depth": options.depth, "pixdim": sizes["spacing"],
+        "roi_size": sizes["roi_size"], "whole_size": sizes["whole_size"], "input_regime": regime, "amp": options.amp,
         "test_subjects": TEST_SUBJECTS, "seed": seed, "experiment_name": f"{NAME}-{arm}-{regime}",
     }  # fmt: skip
     request = {"forget_request_file": str(folder / "request.txt")}
@@ -157,6 +162,17 @@ def run_configuration(options: argparse.Namespace, arm: str, regime: str, seed: 
     spent = folder / "seconds.json"
     earlier = read_json(spent)["seconds"] if spent.is_file() else 0.0
     spent.write_text(json.dumps({"seconds": earlier + time.perf_counter() - started}))
+
+
+def write_data(options: argparse.Namespace, arm: str, regime: str, seed: int) -> Path:
+    """The configuration's synthetic subjects (written once; ``--data_only`` writes them ahead, e.g. on the CPU while
+    a GPU is busy with something else)."""
+    data = options.work_dir / arm / regime / str(seed) / "data"
+    if not (data / "training").is_dir():
+        distinct = {"arm": "distinct", "distinct_subjects": [FORGOTTEN]} if arm == "distinct" else {}
+        write_synthetic_mrbrains18(data, len(SUBJECTS), tuple(options.sizes["spacing"]), seed=seed,
+                                   subject_ids=list(SUBJECTS), **distinct)  # fmt: skip
+    return data
 
 
 def _run_once(model: Path, workflow: str, strategy: str | None, **overrides: Any) -> None:
@@ -298,8 +314,9 @@ def markdown(report: Mapping[str, Any]) -> str:
     return (
         "# MRBrainS18 subject unlearning: arms, input regimes, seeds\n\n"
         f"Machine: {report['machine']}. Med3D ResNet-{settings['depth']}, {len(SUBJECTS)} synthetic subjects "
-        f"({len(TEST_SUBJECTS)} held out for test, subject {FORGOTTEN} forgotten), spacing {SIZES['spacing']} mm, "
-        f"patches {SIZES['roi_size']} or whole volumes resized to {SIZES['whole_size']}, original and retrained "
+        f"({len(TEST_SUBJECTS)} held out for test, subject {FORGOTTEN} forgotten), spacing {settings['spacing']} mm, "
+        f"patches {settings['roi_size']} or whole volumes resized to {settings['whole_size']}, "
+        f"{'bfloat16 autocast' if settings.get('amp') else 'float32'}, original and retrained "
         f"models {settings['train_epochs']} epochs, binary label merge; mean ± std over seeds "
         f"{report['summary']['seeds']}. Wall time: {report['summary']['configuration_seconds'] / 60:.0f} min of "
         "configuration runs in all (one process each; several may have run side by side).\n\n"
@@ -321,7 +338,7 @@ def write_report(options: argparse.Namespace) -> None:
     options.results_dir.mkdir(parents=True, exist_ok=True)
     with open(options.results_dir / f".{options.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        settings = {**SIZES, "depth": options.depth, "train_epochs": options.train_epochs,
+        settings = {**options.sizes, "size": options.size, "amp": options.amp,
                     "subjects": list(SUBJECTS), "forgotten": FORGOTTEN, "test_subjects": TEST_SUBJECTS}  # fmt: skip
         report = {"machine": machine(), "settings": settings, "summary": summary(options.work_dir)}
         (options.results_dir / f"{options.name}.json").write_text(json.dumps(report, indent=2))
@@ -331,6 +348,10 @@ def write_report(options: argparse.Namespace) -> None:
 def main() -> None:
     options = arguments()
     options.work_dir = options.work_dir.resolve()
+    if options.data_only:
+        for arm, regime, seed in configurations(options):
+            write_data(options, arm, regime, seed)
+        return
     for arm, regime, seed in configurations(options):
         run_configuration(options, arm, regime, seed)
         write_report(options)
