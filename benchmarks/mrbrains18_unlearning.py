@@ -93,7 +93,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--methods", default=",".join(METHODS), help="'' for the references and noise floor only")
     parser.add_argument("--horizons", default=",".join(map(str, HORIZONS)))
     parser.add_argument("--size", choices=sorted(SIZE_PRESETS), default="cpu", help="spacing, crop and volume sizes")
-    parser.add_argument("--depth", type=int, default=None, help="Med3D ResNet depth (10, 18, 34, 50); default: the size's")
+    parser.add_argument("--depth", type=int, default=None, help="Med3D ResNet depth 10|18|34|50 (default: the size's)")
     parser.add_argument("--train_epochs", type=int, default=None, help="default: the size's")
     parser.add_argument("--data_only", action="store_true", help="write the configurations' subjects and stop")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (the bundle's `amp`), for a GPU")
