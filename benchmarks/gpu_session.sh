@@ -25,7 +25,7 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD:$PWD/benchmarks${PYTHONPATH:+:$PYTHON
   >"$out/machine.txt" 2>&1
 
 # The synthetic subjects are written on the CPU while gpu.py holds the GPU.
-mrb_common="--amp --arms distinct --regimes whole --seeds 0 --work_dir $work"
+mrb_common="--amp --arms distinct --regimes whole --seeds ${MRB_SEEDS:-0} --work_dir $work"
 # shellcheck disable=SC2086  # the argument strings are word-split on purpose
 "$python" benchmarks/mrbrains18_unlearning.py $mrb_args $mrb_common --data_only >"$out/mrbrains18_data.log" 2>&1 &
 data_writer=$!
