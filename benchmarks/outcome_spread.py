@@ -1,19 +1,27 @@
-"""Spread of the TissueMNIST end-to-end outcome tests' asserted quantity over seeds and thread counts.
+"""Spread of the end-to-end outcome tests' asserted quantities over seeds and thread counts, per bundle setting.
 
-``tests/bundles/test_tissuemnist_bundle.py`` asserts an outcome of every strategy. This reruns that test's setting
-(480 synthetic training images, 20 % forgotten, 15 training epochs, batch 64, each strategy's shipped
-unlearn_epochs) for every (seed, thread count) asked, and records per strategy three candidate quantities:
+Each ``--bundle`` reruns one test module's setting for every (seed, thread count) asked (a seed changes the data
+where the test generates it, the forget request where it is drawn, the model initialisation and the data order):
 
-- ``drop``: ``forget_acc(original) - forget_acc(strategy)``;
-- ``loss_rise``: mean cross-entropy of the forget items (``<model>.items.json``), strategy minus original;
-- ``closer``: how much nearer the strategy is to the retrained model than the original was, in points of the mean
-  absolute difference over forget, retain and test accuracy (computed here, not by the package's gap function).
+- ``tissuemnist`` (``tests/bundles/test_tissuemnist_bundle.py``: 480 synthetic training images, 20 % forgotten, 15
+  training epochs, batch 64, each strategy's shipped unlearn_epochs), per strategy: ``drop`` =
+  ``forget_acc(original) - forget_acc(strategy)``; ``loss_rise`` = mean cross-entropy of the forget items, strategy
+  minus original; ``closer`` = how much nearer the strategy is to the retrained model than the original was, in
+  points of the mean absolute difference over forget, retain and test accuracy (computed here, not by the package's
+  gap function);
+- ``mrbrains18`` (``tests/bundles/test_mrbrains18_bundle.py``: 7 alike synthetic subjects, one forgotten, ResNet-10,
+  24 training and 4 unlearning epochs), per strategy: ``drop`` of forget Dice against the original and ``closer``
+  over forget, retain and test Dice; the retrained model is a row too;
+- ``mrbrains18_noise`` (``tests/bundles/test_mrbrains18_noise_modes.py``: the distinct arm), per Noisy Label noise
+  mode: ``drop`` of forget Dice;
+- ``chexpert`` (``tests/bundles/test_chexpert_bundle.py``: 80 synthetic patients, a quarter of the female ones
+  forgotten, 8 epochs), per strategy and for the retrained model: ``drop`` of forget accuracy and ``closer``; the
+  original's test AUC is a row of its own.
 
-An outcome test is sound when its quantity is several spreads above 0.
-Each setting runs in its own process (the thread count is fixed at start); results are written as they come and a
-rerun skips finished settings:
+An outcome test is sound when its quantity is several spreads above 0. Each setting runs in its own process (the
+thread count is fixed at start); results are written as they come and a rerun skips finished settings:
 
-    python benchmarks/outcome_spread.py --seeds 0,1 --threads 1,2
+    python benchmarks/outcome_spread.py --bundle mrbrains18 --seeds 0,1 --threads 1,2
 """
 
 from __future__ import annotations
@@ -36,10 +44,22 @@ QUANTITIES = {
     "loss_rise": "forget-loss rise (nats)",
     "closer": "gap to retrain closed (points)",
 }
+# --bundle -> (results file name, title, quantity -> heading); the tissuemnist setting keeps its original file name.
+SETTINGS = {
+    "tissuemnist": (NAME, "TissueMNIST end-to-end setting", QUANTITIES),
+    "mrbrains18": (f"{NAME}_mrbrains18", "MRBrainS18 end-to-end setting (alike subjects)",
+                   {"drop": "forget-Dice drop (points)", "closer": "gap to retrain closed (points)"}),
+    "mrbrains18_noise": (f"{NAME}_mrbrains18_noise", "MRBrainS18 Noisy Label noise modes (distinct subject)",
+                         {"drop": "forget-Dice drop (points)"}),
+    "chexpert": (f"{NAME}_chexpert", "CheXpert end-to-end setting",
+                 {"drop": "forget-accuracy drop (points)", "closer": "gap to retrain closed (points)",
+                  "reference": "original test AUC and retraining's forget-accuracy drop (points)"}),
+}  # fmt: skip
 
 
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", choices=sorted(SETTINGS), default="tissuemnist")
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--setting", help=argparse.SUPPRESS)  # "seed,threads": run one setting in this process
@@ -47,9 +67,28 @@ def arguments() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def run_setting(seed: int) -> dict[str, dict[str, float]]:
-    """The test's pipeline at ``seed`` (model initialisation, data order and forget request): quantity -> strategy ->
-    value."""
+def run_setting(bundle: str, seed: int) -> dict[str, dict[str, float]]:
+    """The named test setting at ``seed``: quantity -> row -> value."""
+    runners = {"tissuemnist": run_tissuemnist, "mrbrains18": run_mrbrains18, "mrbrains18_noise": run_noise_modes,
+               "chexpert": run_chexpert}  # fmt: skip
+    with tempfile.TemporaryDirectory() as folder:
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(folder) / 'mlflow.db'}"
+        os.environ["MEDUNLEARN_SALT"] = "outcome-spread"
+        return runners[bundle](Path(folder), seed)
+
+
+def closer(scores: dict[str, dict[str, float]], model: str, keys: tuple[str, ...]) -> float:
+    """How much nearer ``model`` is to the retrained model than the original, in points of mean absolute difference
+    over ``keys`` (computed here, not by the package's gap function)."""
+
+    def distance(name: str) -> float:
+        return 100 * float(np.mean([abs(scores[name][key] - scores["retrained"][key]) for key in keys]))
+
+    return distance("model") - distance(model)
+
+
+def run_tissuemnist(work: Path, seed: int) -> dict[str, dict[str, float]]:
+    """The TissueMNIST test's pipeline at ``seed`` (model initialisation, data order and forget request)."""
     from medunlearn_monai.data.medmnist import load_medmnist_items
     from medunlearn_monai.data.synthetic import write_synthetic_tissuemnist
     from medunlearn_monai.forget import ForgetRequest
@@ -57,86 +96,171 @@ def run_setting(seed: int) -> dict[str, dict[str, float]]:
     from medunlearn_monai.workflows import run_workflow, strategies
 
     bundle, names = BUNDLE, strategies(BUNDLE)
-    with tempfile.TemporaryDirectory() as folder:
-        work = Path(folder)
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
-        data = write_synthetic_tissuemnist(work / "data" / "tissuemnist.npz", n_train=480, n_val=100, n_test=300)
-        forgotten = ForgetRequest.generate(load_medmnist_items(data, "train"), 0.2, seed=seed).subject_ids
-        (work / "request.txt").write_text("\n".join(forgotten) + "\n")
-        common = {"dataset_dir": str(work / "data"), "model_dir": str(work / "models"), "batch_size": 64,
-                  "max_epochs": 15, "experiment_name": "spread", "seed": seed}  # fmt: skip
-        request = {"forget_request_file": str(work / "request.txt")}
-        run_workflow(bundle, "train", **common)
-        run_workflow(bundle, "train", **common, **request)
-        for name in names:
-            run_workflow(bundle, "unlearn", name, **common, **request)
-        scores, losses = {}, {}
-        for model in ("model", "retrained", *(f"unlearned_{name}" for name in names)):
-            run_workflow(bundle, "evaluate", **common, **request, model_path=str(work / "models" / f"{model}.pt"))
-            scores[model] = read_json(work / "models" / f"{model}.eval.json")
-            items = read_json(work / "models" / f"{model}.items.json")
-            losses[model] = float(np.mean(items["splits"]["forget"]["loss"]))
-
-    def distance(model: str) -> float:
-        splits = ("forget_acc", "retain_acc", "test_acc")
-        return 100 * float(np.mean([abs(scores[model][key] - scores["retrained"][key]) for key in splits]))
-
+    data = write_synthetic_tissuemnist(work / "data" / "tissuemnist.npz", n_train=480, n_val=100, n_test=300)
+    forgotten = ForgetRequest.generate(load_medmnist_items(data, "train"), 0.2, seed=seed).subject_ids
+    (work / "request.txt").write_text("\n".join(forgotten) + "\n")
+    common = {"dataset_dir": str(work / "data"), "model_dir": str(work / "models"), "batch_size": 64,
+              "max_epochs": 15, "experiment_name": "spread", "seed": seed}  # fmt: skip
+    request = {"forget_request_file": str(work / "request.txt")}
+    run_workflow(bundle, "train", **common)
+    run_workflow(bundle, "train", **common, **request)
+    for name in names:
+        run_workflow(bundle, "unlearn", name, **common, **request)
+    scores, losses = {}, {}
+    for model in ("model", "retrained", *(f"unlearned_{name}" for name in names)):
+        run_workflow(bundle, "evaluate", **common, **request, model_path=str(work / "models" / f"{model}.pt"))
+        scores[model] = read_json(work / "models" / f"{model}.eval.json")
+        items = read_json(work / "models" / f"{model}.items.json")
+        losses[model] = float(np.mean(items["splits"]["forget"]["loss"]))
+    accuracies = ("forget_acc", "retain_acc", "test_acc")
     return {
         "drop": {name: scores["model"]["forget_acc"] - scores[f"unlearned_{name}"]["forget_acc"] for name in names},
         "loss_rise": {name: losses[f"unlearned_{name}"] - losses["model"] for name in names},
-        "closer": {name: distance("model") - distance(f"unlearned_{name}") for name in names},
+        "closer": {name: closer(scores, f"unlearned_{name}", accuracies) for name in names},
+    }
+
+
+def run_mrbrains18(work: Path, seed: int) -> dict[str, dict[str, float]]:
+    """The MRBrainS18 test's pipeline (its sizes, subjects and overrides) at ``seed``."""
+    from medunlearn_monai.data.synthetic import write_synthetic_mrbrains18
+    from medunlearn_monai.records import read_json
+    from medunlearn_monai.workflows import run_workflow, strategies
+
+    bundle = "mrbrains18_med3d_segmentation"
+    names, subjects = strategies(bundle), [f"mrb-subject-{letter}" for letter in "abcdefg"]
+    write_synthetic_mrbrains18(work / "data", n_subjects=len(subjects), spacing=(4.0, 4.0, 6.0), seed=seed,
+                               subject_ids=subjects)  # fmt: skip
+    (work / "request.txt").write_text("mrb-subject-c\n")
+    common = {"dataset_dir": str(work / "data"), "model_dir": str(work / "models"), "depth": 10, "seed": seed,
+              "pixdim": [4.0, 4.0, 6.0], "roi_size": [32, 32, 16], "test_subjects": ["mrb-subject-g"]}  # fmt: skip
+    request = {"forget_request_file": str(work / "request.txt")}
+    run_workflow(bundle, "train", **common, max_epochs=24, val_interval=24)
+    run_workflow(bundle, "train", **common, **request, max_epochs=24, val_interval=24)
+    overrides = {"neggrad_plus": {"forget_weight": 4.0}}  # as in the test
+    for name in names:
+        run_workflow(bundle, "unlearn", name, **common, **request, unlearn_epochs=4, **overrides.get(name, {}))
+    scores = {}
+    for model in ("model", "retrained", *(f"unlearned_{name}" for name in names)):
+        run_workflow(bundle, "evaluate", **common, **request, model_path=str(work / "models" / f"{model}.pt"))
+        scores[model] = read_json(work / "models" / f"{model}.eval.json")
+    rows = {"retrained": "retrained", **{name: f"unlearned_{name}" for name in names}}
+    dice = ("forget_dice", "retain_dice", "test_dice")
+    return {
+        "drop": {row: scores["model"]["forget_dice"] - scores[model]["forget_dice"] for row, model in rows.items()},
+        "closer": {row: closer(scores, model, dice) for row, model in rows.items() if row != "retrained"},
+    }
+
+
+def run_noise_modes(work: Path, seed: int) -> dict[str, dict[str, float]]:
+    """The MRBrainS18 noise-mode test's pipeline at ``seed``: forget-Dice drop of Noisy Label in each mode."""
+    from medunlearn_monai.data.synthetic import write_synthetic_mrbrains18
+    from medunlearn_monai.records import read_json
+    from medunlearn_monai.workflows import run_workflow
+
+    bundle, subjects = "mrbrains18_med3d_segmentation", [f"mrb-subject-{letter}" for letter in "abcdefg"]
+    write_synthetic_mrbrains18(work / "data", n_subjects=len(subjects), spacing=(4.0, 4.0, 6.0), seed=seed,
+                               subject_ids=subjects, arm="distinct", distinct_subjects=["mrb-subject-c"])  # fmt: skip
+    (work / "request.txt").write_text("mrb-subject-c\n")
+    common = {"dataset_dir": str(work / "data"), "model_dir": str(work / "models"), "depth": 10, "seed": seed,
+              "pixdim": [4.0, 4.0, 6.0], "roi_size": [32, 32, 16], "test_subjects": [subjects[-1]]}  # fmt: skip
+    request = {"forget_request_file": str(work / "request.txt")}
+    run_workflow(bundle, "train", **common, max_epochs=24, val_interval=24)
+    paths = {"original": work / "models" / "model.pt"}
+    for mode in ("fresh", "fixed", "flip", "background"):
+        paths[mode] = work / "models" / f"noisy_label_{mode}.pt"
+        run_workflow(bundle, "unlearn", "noisy_label", **common, **request, noise=mode, unlearn_epochs=4,
+                     output_model=str(paths[mode]))  # fmt: skip
+    dice = {}
+    for name, path in paths.items():
+        run_workflow(bundle, "evaluate", **common, **request, model_path=str(path))
+        dice[name] = read_json(path.with_suffix(".eval.json"))["forget_dice"]
+    return {"drop": {mode: dice["original"] - value for mode, value in dice.items() if mode != "original"}}
+
+
+def run_chexpert(work: Path, seed: int) -> dict[str, dict[str, float]]:
+    """The CheXpert test's pipeline (its data, sizes and request) at ``seed``."""
+    from medunlearn_monai.data.synthetic import write_synthetic_chexpert
+    from medunlearn_monai.records import read_json
+    from medunlearn_monai.workflows import run_workflow, strategies
+
+    bundle = "chexpert_resnet_classification"
+    names = strategies(bundle)
+    easy = {"cue_strength": 1.0, "noise_std": 0.02, "label_noise": 0.0, "female_prevalence": 0.3,
+            "male_prevalence": 0.3}  # fmt: skip
+    data = write_synthetic_chexpert(work / "CheXpert-v1.0-small", n_patients=80, size=32, seed=seed, **easy)
+    common = {"dataset_dir": str(data), "model_dir": str(work / "models"), "image_size": 32, "batch_size": 16,
+              "max_epochs": 8, "check_images": True, "seed": seed}  # fmt: skip
+    request = {"forget_fraction": 0.25, "forget_where": {"sex": "Female"}}
+    run_workflow(bundle, "train", **common)
+    run_workflow(bundle, "train", **common, **request)
+    for name in names:
+        run_workflow(bundle, "unlearn", name, **common, **request)
+    scores = {}
+    for model in ("model", "retrained", *(f"unlearned_{name}" for name in names)):
+        run_workflow(bundle, "evaluate", **common, **request, model_path=str(work / "models" / f"{model}.pt"))
+        scores[model] = read_json(work / "models" / f"{model}.eval.json")
+    rows = {"retrained": "retrained", **{name: f"unlearned_{name}" for name in names}}
+    accuracies = ("forget_acc", "retain_acc", "test_acc")
+    return {
+        "drop": {row: scores["model"]["forget_acc"] - scores[model]["forget_acc"] for row, model in rows.items()},
+        "closer": {row: closer(scores, model, accuracies) for row, model in rows.items() if row != "retrained"},
+        "reference": {
+            "original test AUC (x 100)": scores["model"]["test_auc"],
+            "retraining's forget-accuracy drop": scores["model"]["forget_acc"] - scores["retrained"]["forget_acc"],
+        },
     }
 
 
 def main() -> None:
     options = arguments()
+    name, title, quantities = SETTINGS[options.bundle]
     if options.setting:
         seed, threads = (int(part) for part in options.setting.split(","))
-        print(json.dumps({"seed": seed, "threads": threads, **run_setting(seed)}))
+        print(json.dumps({"seed": seed, "threads": threads, **run_setting(options.bundle, seed)}))
         return
-    path = options.results_dir / f"{NAME}.json"
+    path = options.results_dir / f"{name}.json"
     results = json.loads(path.read_text()) if path.is_file() else {"settings": []}
-    results["settings"] = [entry for entry in results["settings"] if set(QUANTITIES) <= entry.keys()]  # older format
+    results["settings"] = [entry for entry in results["settings"] if set(quantities) <= entry.keys()]  # older format
     done = {(entry["seed"], entry["threads"]) for entry in results["settings"]}
     for seed in (int(s) for s in options.seeds.split(",")):
         for threads in (int(t) for t in options.threads.split(",")):
             if (seed, threads) in done:
                 continue
             environment = {**os.environ, "OMP_NUM_THREADS": str(threads), "MLFLOW_DISABLE_TELEMETRY": "true"}
-            output = subprocess.run([sys.executable, __file__, "--setting", f"{seed},{threads}"], env=environment,
-                                    check=True, capture_output=True, text=True).stdout  # fmt: skip
+            command = [sys.executable, __file__, "--bundle", options.bundle, "--setting", f"{seed},{threads}"]
+            output = subprocess.run(command, env=environment, check=True, capture_output=True, text=True).stdout
             results["settings"].append(json.loads(output.strip().splitlines()[-1]))
             results["machine"] = machine()
             options.results_dir.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(results, indent=2))
-            print(f"seed {seed}, {threads} threads: done", flush=True)
-    write_markdown(options.results_dir, results)
+            print(f"{options.bundle}: seed {seed}, {threads} threads: done", flush=True)
+    write_markdown(options.results_dir, name, title, quantities, results)
 
 
-def write_markdown(results_dir: Path, results: dict) -> None:
+def write_markdown(results_dir: Path, name: str, title: str, quantities: dict[str, str], results: dict) -> None:
     settings = results["settings"]
-    names = sorted(settings[0]["drop"])
-    columns = [("strategy", "strategy"), *((f"s{e['seed']}t{e['threads']}", f"seed {e['seed']}, {e['threads']} thr")
+    columns = [("row", "row"), *((f"s{e['seed']}t{e['threads']}", f"seed {e['seed']}, {e['threads']} thr")
                for e in settings), ("mean", "mean"), ("std", "std"), ("min/std", "min / std")]  # fmt: skip
     sections = []
-    for quantity, title in QUANTITIES.items():
-        scale = 100 if quantity == "drop" else 1
+    for quantity, heading in quantities.items():
         rows = []
-        for name in names:
-            values = scale * np.array([entry[quantity][name] for entry in settings])
+        for row_name in sorted(settings[0][quantity]):
+            scale = 100 if quantity in ("drop", "reference") else 1  # fractions -> points; closer is in points
+            values = scale * np.array([entry[quantity][row_name] for entry in settings])
             spread = values.std(ddof=1) if len(values) > 1 else 0.0
-            row = {"strategy": name, "mean": f"{values.mean():+.2f}", "std": f"{spread:.2f}" if spread else "-"}
+            row = {"row": row_name, "mean": f"{values.mean():+.2f}", "std": f"{spread:.2f}" if spread else "-"}
             row["min/std"] = f"{values.min() / spread:.1f}" if spread else "-"
             row |= {f"s{e['seed']}t{e['threads']}": f"{value:+.2f}" for e, value in zip(settings, values, strict=True)}
             rows.append(row)
-        sections.append(f"## {title}\n\n" + markdown_table(rows, columns, lambda key, value: value))
-    (results_dir / f"{NAME}.md").write_text(
-        "# Outcome-test spread: TissueMNIST end-to-end setting\n\n"
-        f"Machine: {results['machine']}. Per strategy and (seed, thread count): the forget-accuracy drop against the "
-        "original model (points), the rise of the forget items' mean cross-entropy against the original (nats), and "
-        "how much closer to the retrained model the strategy is than the original (points of mean absolute "
-        "accuracy difference over forget, retain and test). A test asserting `quantity > 0` is sound when the "
-        "smallest value is several standard deviations above 0 (min / std).\n\n" + "\n\n".join(sections) + "\n"
+        sections.append(f"## {heading}\n\n" + markdown_table(rows, columns, lambda key, value: value))
+    (results_dir / f"{name}.md").write_text(
+        f"# Outcome-test spread: {title}\n\n"
+        f"Machine: {results['machine']}. Per row and (seed, thread count), the quantities the test module asserts or "
+        "could assert (forget metric drop against the original model, how much closer to the retrained model than "
+        "the original, in points of mean absolute difference over forget, retain and test). A test asserting "
+        "`quantity > 0` is sound when the smallest value is several standard deviations above 0 (min / std).\n\n"
+        + "\n\n".join(sections)
+        + "\n"
     )
 
 

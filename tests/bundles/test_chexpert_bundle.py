@@ -76,11 +76,24 @@ def test_splits_are_by_patient_and_no_forgotten_image_is_retained(pipeline):
     assert sorted(item["image"] for item in forget_split.forget) == sorted(item["image"] for item in every_image)
 
 
+# benchmarks/results/outcome_spread_chexpert.md: in this setting at seeds 0 and 1 and 1 and 2 torch threads, the
+# original's test AUC was 0.906-0.961 and retraining lowered forget accuracy by 10.8-16.3 points (min / std 4.7).
 def test_original_learns_and_retraining_forgets(pipeline):
     _, _, models, _ = pipeline
     original, retrained = read_json(models / "model.eval.json"), read_json(models / "retrained.eval.json")
     assert original["test_auc"] > 0.8
-    assert retrained["forget_acc"] < original["forget_acc"]
+    assert retrained["forget_acc"] < original["forget_acc"] - 0.05
+
+
+# The same runs: RL-stop and SalUn-stop lowered forget accuracy by 7.7 to 21.2 points in every run (7.7 at the test's
+# seed 0 under both thread counts). RL (0 at seed 0), SalUn (3.1-15.0), RUM (0-2.5) and FT, l1-sparse, SCRUB and SSD
+# (0 in every run: their tuned budgets leave the thresholded predictions unchanged) are not several spreads above 0
+# here, so their effect is asserted by mechanism in tests/strategies/ instead.
+@pytest.mark.parametrize("strategy", ["rl_stop", "salun_stop"])
+def test_forgetting_strategies_lower_forget_accuracy(pipeline, strategy):
+    _, _, models, _ = pipeline
+    original, unlearned = read_json(models / "model.eval.json"), read_json(models / f"unlearned_{strategy}.eval.json")
+    assert unlearned["forget_acc"] < original["forget_acc"] - 0.03
 
 
 def test_per_sex_and_per_observation_metrics_reach_mlflow(pipeline):

@@ -95,16 +95,23 @@ def test_every_unlearned_model_is_scored_like_the_paper_and_against_retraining(p
         assert metrics["speedup_vs_retrain"] == pytest.approx(seconds), name
 
 
-@pytest.mark.parametrize("strategy", ["learn_noise", "noisy_label"])
+# benchmarks/results/outcome_spread_mrbrains18.md: in this setting at seeds 0 and 1 (data and model) and 1 and 2 torch
+# threads these strategies lowered forget Dice by at least 7.5 points in every run (LearnNoise 16.1-29.6, LearnOthers
+# 7.5-35.9, SalUn 63.5-94.0, Random Encoder 62.0-93.3; NegGrad+ below). Noisy Label (`fresh`) moved it by only 1.6-11.2
+# on these alike subjects; its outcome is asserted on the distinct subject in test_mrbrains18_noise_modes.py. FT,
+# GA, l1-sparse, SCRUB and Fix Decoder at 4 epochs moved it by -1.7 to +3.3 and SSD by 4.7-19.6 (not several spreads
+# above 0), so their effect is asserted by mechanism in tests/strategies/ (and Fix Decoder's below).
+@pytest.mark.parametrize("strategy", ["learn_noise", "learn_others", "salun", "random_encoder"])
 def test_forgetting_strategies_lower_forget_dice(pipeline, strategy):
     _, models, _ = pipeline
-    assert evaluation(models, f"unlearned_{strategy}")["forget_dice"] < evaluation(models, "model")["forget_dice"]
+    unlearned, original = evaluation(models, f"unlearned_{strategy}"), evaluation(models, "model")
+    assert unlearned["forget_dice"] < original["forget_dice"] - 0.03
 
 
 def test_neggrad_plus_lowers_forget_dice_by_far_more_than_its_noise(pipeline):
     _, models, _ = pipeline
     original, unlearned = evaluation(models, "model"), evaluation(models, "unlearned_neggrad_plus")
-    assert unlearned["forget_dice"] < original["forget_dice"] - 0.2  # measured drops 0.52-0.77, noise 0.006
+    assert unlearned["forget_dice"] < original["forget_dice"] - 0.2  # measured drops 0.60-0.76 (spread file above)
 
 
 def test_fix_decoder_keeps_the_decoder_and_random_encoder_resets_the_encoder(pipeline):

@@ -1,10 +1,13 @@
 """Noisy Label's noise modes end to end on the distinct arm: train, unlearn with each mode, evaluate forget Dice.
 
-Measured in this setting (7 synthetic subjects, the forgotten one distinct, ResNet-10, 24 training and 4 unlearning
-epochs, 1 thread; seeds 0 and 1): forget Dice 0.927 / 0.946 originally; after `fresh` 0.880 / 0.802, `fixed` 0.879 /
-0.804, `flip` 0.546 / 0.619, `background` 0.753 / 0.625. `flip` falls 0.18-0.33 below `fresh`, `background` 0.13-0.18;
-`fixed` at f = 0.5 with two classes stays within 0.003 of `fresh` (the true class is still the majority target of
-every voxel), so it is not asserted to forget here: its mechanics are tested in tests/strategies/test_noisy_label.py.
+benchmarks/results/outcome_spread_mrbrains18_noise.md measures this setting (7 synthetic subjects, the forgotten one
+distinct, ResNet-10, 24 training and 4 unlearning epochs) at seeds 0 and 1 (data and model) under 1 and 2 torch
+threads: forget-Dice drop against the original `fresh` 5.1-14.9 points, `fixed` 4.9-15.0, `flip` 31.9-41.8,
+`background` 18.5-32.9. `flip` falls 20-37 points below `fresh`, `background` 13-18; `fixed` at f = 0.5 with two
+classes stays within 0.4 points of `fresh` (the true class is still the majority target of every voxel), so it is not
+asserted to forget more here: its mechanics are tested in tests/strategies/test_noisy_label.py. Noisy Label's own
+outcome test lives here, not in test_mrbrains18_bundle.py: on that module's alike subjects `fresh` lowers forget Dice
+by only 1.6-11.2 points (benchmarks/results/outcome_spread_mrbrains18.md).
 """
 
 from __future__ import annotations
@@ -47,9 +50,13 @@ def forget_dice(tmp_path_factory) -> dict[str, float]:
     return scores
 
 
+def test_fresh_noise_lowers_forget_dice_of_the_distinct_subject(forget_dice):
+    assert forget_dice["fresh"] < forget_dice["original"] - 0.02, forget_dice  # measured 0.051-0.149 lower
+
+
 def test_flip_noise_forgets_the_distinct_subject_far_more_than_fresh_noise(forget_dice):
     drop = {mode: forget_dice["original"] - forget_dice[mode] for mode in MODES}
-    assert drop["flip"] > drop["fresh"] + 0.1, drop  # measured 0.18-0.33 apart
+    assert drop["flip"] > drop["fresh"] + 0.1, drop  # measured 0.20-0.37 apart
 
 
 def test_background_noise_forgets_more_than_fresh_noise(forget_dice):
