@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from _report import add_results_dir, machine, markdown_table
@@ -62,19 +63,23 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--bundle", choices=sorted(SETTINGS), default="tissuemnist")
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--threads", default="1,2")
+    parser.add_argument(
+        "--overrides", default="{}", help="JSON bundle overrides, e.g. '{\"network_def#widen_factor\": 0.5}'"
+    )
+    parser.add_argument("--name", help="results file name (default: the setting's)")
     parser.add_argument("--setting", help=argparse.SUPPRESS)  # "seed,threads": run one setting in this process
     add_results_dir(parser)
     return parser.parse_args()
 
 
-def run_setting(bundle: str, seed: int) -> dict[str, dict[str, float]]:
-    """The named test setting at ``seed``: quantity -> row -> value."""
+def run_setting(bundle: str, seed: int, overrides: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The named test setting at ``seed``, with ``overrides`` on every workflow: quantity -> row -> value."""
     runners = {"tissuemnist": run_tissuemnist, "mrbrains18": run_mrbrains18, "mrbrains18_noise": run_noise_modes,
                "chexpert": run_chexpert}  # fmt: skip
     with tempfile.TemporaryDirectory() as folder:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(folder) / 'mlflow.db'}"
         os.environ["MEDUNLEARN_SALT"] = "outcome-spread"
-        return runners[bundle](Path(folder), seed)
+        return runners[bundle](Path(folder), seed, overrides)
 
 
 def closer(scores: dict[str, dict[str, float]], model: str, keys: tuple[str, ...]) -> float:
@@ -87,7 +92,7 @@ def closer(scores: dict[str, dict[str, float]], model: str, keys: tuple[str, ...
     return distance("model") - distance(model)
 
 
-def run_tissuemnist(work: Path, seed: int) -> dict[str, dict[str, float]]:
+def run_tissuemnist(work: Path, seed: int, overrides: dict[str, Any]) -> dict[str, dict[str, float]]:
     """The TissueMNIST test's pipeline at ``seed`` (model initialisation, data order and forget request)."""
     from medunlearn_monai.data.medmnist import load_medmnist_items
     from medunlearn_monai.data.synthetic import write_synthetic_tissuemnist
@@ -100,7 +105,7 @@ def run_tissuemnist(work: Path, seed: int) -> dict[str, dict[str, float]]:
     forgotten = ForgetRequest.generate(load_medmnist_items(data, "train"), 0.2, seed=seed).subject_ids
     (work / "request.txt").write_text("\n".join(forgotten) + "\n")
     common = {"dataset_dir": str(work / "data"), "model_dir": str(work / "models"), "batch_size": 64,
-              "max_epochs": 15, "experiment_name": "spread", "seed": seed}  # fmt: skip
+              "max_epochs": 15, "experiment_name": "spread", "seed": seed, **overrides}  # fmt: skip
     request = {"forget_request_file": str(work / "request.txt")}
     run_workflow(bundle, "train", **common)
     run_workflow(bundle, "train", **common, **request)
@@ -120,7 +125,7 @@ def run_tissuemnist(work: Path, seed: int) -> dict[str, dict[str, float]]:
     }
 
 
-def run_mrbrains18(work: Path, seed: int) -> dict[str, dict[str, float]]:
+def run_mrbrains18(work: Path, seed: int, overrides: dict[str, Any]) -> dict[str, dict[str, float]]:
     """The MRBrainS18 test's pipeline (its sizes, subjects and overrides) at ``seed``."""
     from medunlearn_monai.data.synthetic import write_synthetic_mrbrains18
     from medunlearn_monai.records import read_json
@@ -132,13 +137,15 @@ def run_mrbrains18(work: Path, seed: int) -> dict[str, dict[str, float]]:
                                subject_ids=subjects)  # fmt: skip
     (work / "request.txt").write_text("mrb-subject-c\n")
     common = {"dataset_dir": str(work / "data"), "model_dir": str(work / "models"), "depth": 10, "seed": seed,
-              "pixdim": [4.0, 4.0, 6.0], "roi_size": [32, 32, 16], "test_subjects": ["mrb-subject-g"]}  # fmt: skip
+              "pixdim": [4.0, 4.0, 6.0], "roi_size": [32, 32, 16], "test_subjects": ["mrb-subject-g"],
+              **overrides}  # fmt: skip
     request = {"forget_request_file": str(work / "request.txt")}
     run_workflow(bundle, "train", **common, max_epochs=24, val_interval=24)
     run_workflow(bundle, "train", **common, **request, max_epochs=24, val_interval=24)
-    overrides = {"neggrad_plus": {"forget_weight": 4.0}}  # as in the test
+    strategy_overrides = {"neggrad_plus": {"forget_weight": 4.0}}  # as in the test
     for name in names:
-        run_workflow(bundle, "unlearn", name, **common, **request, unlearn_epochs=4, **overrides.get(name, {}))
+        run_workflow(bundle, "unlearn", name, **common, **request, unlearn_epochs=4,
+                     **strategy_overrides.get(name, {}))  # fmt: skip
     scores = {}
     for model in ("model", "retrained", *(f"unlearned_{name}" for name in names)):
         run_workflow(bundle, "evaluate", **common, **request, model_path=str(work / "models" / f"{model}.pt"))
@@ -151,7 +158,7 @@ def run_mrbrains18(work: Path, seed: int) -> dict[str, dict[str, float]]:
     }
 
 
-def run_noise_modes(work: Path, seed: int) -> dict[str, dict[str, float]]:
+def run_noise_modes(work: Path, seed: int, overrides: dict[str, Any]) -> dict[str, dict[str, float]]:
     """The MRBrainS18 noise-mode test's pipeline at ``seed``: forget-Dice drop of Noisy Label in each mode."""
     from medunlearn_monai.data.synthetic import write_synthetic_mrbrains18
     from medunlearn_monai.records import read_json
@@ -162,7 +169,8 @@ def run_noise_modes(work: Path, seed: int) -> dict[str, dict[str, float]]:
                                subject_ids=subjects, arm="distinct", distinct_subjects=["mrb-subject-c"])  # fmt: skip
     (work / "request.txt").write_text("mrb-subject-c\n")
     common = {"dataset_dir": str(work / "data"), "model_dir": str(work / "models"), "depth": 10, "seed": seed,
-              "pixdim": [4.0, 4.0, 6.0], "roi_size": [32, 32, 16], "test_subjects": [subjects[-1]]}  # fmt: skip
+              "pixdim": [4.0, 4.0, 6.0], "roi_size": [32, 32, 16], "test_subjects": [subjects[-1]],
+              **overrides}  # fmt: skip
     request = {"forget_request_file": str(work / "request.txt")}
     run_workflow(bundle, "train", **common, max_epochs=24, val_interval=24)
     paths = {"original": work / "models" / "model.pt"}
@@ -177,7 +185,7 @@ def run_noise_modes(work: Path, seed: int) -> dict[str, dict[str, float]]:
     return {"drop": {mode: dice["original"] - value for mode, value in dice.items() if mode != "original"}}
 
 
-def run_chexpert(work: Path, seed: int) -> dict[str, dict[str, float]]:
+def run_chexpert(work: Path, seed: int, overrides: dict[str, Any]) -> dict[str, dict[str, float]]:
     """The CheXpert test's pipeline (its data, sizes and request) at ``seed``."""
     from medunlearn_monai.data.synthetic import write_synthetic_chexpert
     from medunlearn_monai.records import read_json
@@ -189,7 +197,7 @@ def run_chexpert(work: Path, seed: int) -> dict[str, dict[str, float]]:
             "male_prevalence": 0.3}  # fmt: skip
     data = write_synthetic_chexpert(work / "CheXpert-v1.0-small", n_patients=80, size=32, seed=seed, **easy)
     common = {"dataset_dir": str(data), "model_dir": str(work / "models"), "image_size": 32, "batch_size": 16,
-              "max_epochs": 8, "check_images": True, "seed": seed}  # fmt: skip
+              "max_epochs": 8, "check_images": True, "seed": seed, **overrides}  # fmt: skip
     request = {"forget_fraction": 0.25, "forget_where": {"sex": "Female"}}
     run_workflow(bundle, "train", **common)
     run_workflow(bundle, "train", **common, **request)
@@ -214,9 +222,13 @@ def run_chexpert(work: Path, seed: int) -> dict[str, dict[str, float]]:
 def main() -> None:
     options = arguments()
     name, title, quantities = SETTINGS[options.bundle]
+    overrides = json.loads(options.overrides)
+    if overrides:
+        title = f"{title}, overrides {overrides}"
+    name = options.name or name
     if options.setting:
         seed, threads = (int(part) for part in options.setting.split(","))
-        print(json.dumps({"seed": seed, "threads": threads, **run_setting(options.bundle, seed)}))
+        print(json.dumps({"seed": seed, "threads": threads, **run_setting(options.bundle, seed, overrides)}))
         return
     path = options.results_dir / f"{name}.json"
     results = json.loads(path.read_text()) if path.is_file() else {"settings": []}
@@ -227,7 +239,8 @@ def main() -> None:
             if (seed, threads) in done:
                 continue
             environment = {**os.environ, "OMP_NUM_THREADS": str(threads), "MLFLOW_DISABLE_TELEMETRY": "true"}
-            command = [sys.executable, __file__, "--bundle", options.bundle, "--setting", f"{seed},{threads}"]
+            command = [sys.executable, __file__, "--bundle", options.bundle, "--overrides", options.overrides,
+                       "--setting", f"{seed},{threads}"]  # fmt: skip
             output = subprocess.run(command, env=environment, check=True, capture_output=True, text=True).stdout
             results["settings"].append(json.loads(output.strip().splitlines()[-1]))
             results["machine"] = machine()
