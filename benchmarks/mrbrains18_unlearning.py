@@ -101,9 +101,8 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--name", default=NAME, help=f"results files <results_dir>/<name>.json|md (default {NAME})")
     add_results_dir(parser)
     options = parser.parse_args()
-    options.sizes = {**SIZE_PRESETS[options.size]}
-    options.depth = options.sizes["depth"] = options.depth or options.sizes["depth"]
-    options.train_epochs = options.sizes["train_epochs"] = options.train_epochs or options.sizes["train_epochs"]
+    given = {"depth": options.depth, "train_epochs": options.train_epochs}
+    options.sizes = {**SIZE_PRESETS[options.size], **{key: value for key, value in given.items() if value}}
     return options
 
 
@@ -133,12 +132,12 @@ def run_configuration(options: argparse.Namespace, arm: str, regime: str, seed: 
     (folder / "request.txt").write_text(FORGOTTEN + "\n")
     models = folder / "models"
     common = {
-        "dataset_dir": str(data), "model_dir": str(models), "depth": options.depth, "pixdim": sizes["spacing"],
+        "dataset_dir": str(data), "model_dir": str(models), "depth": sizes["depth"], "pixdim": sizes["spacing"],
         "roi_size": sizes["roi_size"], "whole_size": sizes["whole_size"], "input_regime": regime, "amp": options.amp,
         "test_subjects": TEST_SUBJECTS, "seed": seed, "experiment_name": f"{NAME}-{arm}-{regime}",
     }  # fmt: skip
     request = {"forget_request_file": str(folder / "request.txt")}
-    training = {"max_epochs": options.train_epochs, "val_interval": options.train_epochs}
+    training = {"max_epochs": sizes["train_epochs"], "val_interval": sizes["train_epochs"]}
     _run_once(models / "model.pt", "train", None, **common, **training)
     _run_once(models / "retrained.pt", "train", None, **common, **training, **request)
     floor = {"seed": seed + NOISE_SEED_OFFSET, "data_seed": seed, "output_model": str(models / f"{NOISE}.pt")}

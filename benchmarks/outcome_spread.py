@@ -92,6 +92,30 @@ def closer(scores: dict[str, dict[str, float]], model: str, keys: tuple[str, ...
     return distance("model") - distance(model)
 
 
+def evaluate_every_model(bundle: str, names: list[str], common: dict[str, Any], request: dict[str, Any]) -> dict:
+    """Evaluate the original, the retrained and every unlearned model in ``common["model_dir"]``: model -> scores."""
+    from medunlearn_monai.records import read_json
+    from medunlearn_monai.workflows import run_workflow
+
+    models, scores = Path(common["model_dir"]), {}
+    for model in ("model", "retrained", *(f"unlearned_{name}" for name in names)):
+        run_workflow(bundle, "evaluate", **common, **request, model_path=str(models / f"{model}.pt"))
+        scores[model] = read_json(models / f"{model}.eval.json")
+    return scores
+
+
+def drop_and_closer(scores: dict, names: list[str], metric: str) -> dict[str, dict[str, float]]:
+    """``drop`` of ``forget_<metric>`` against the original (retrained model and every strategy) and ``closer`` over
+    forget, retain and test ``<metric>`` (every strategy)."""
+    rows = {"retrained": "retrained", **{name: f"unlearned_{name}" for name in names}}
+    keys = tuple(f"{split}_{metric}" for split in ("forget", "retain", "test"))
+    forget = f"forget_{metric}"
+    return {
+        "drop": {row: scores["model"][forget] - scores[model][forget] for row, model in rows.items()},
+        "closer": {row: closer(scores, model, keys) for row, model in rows.items() if row != "retrained"},
+    }
+
+
 def run_tissuemnist(work: Path, seed: int, overrides: dict[str, Any]) -> dict[str, dict[str, float]]:
     """The TissueMNIST test's pipeline at ``seed`` (model initialisation, data order and forget request)."""
     from medunlearn_monai.data.medmnist import load_medmnist_items
@@ -111,24 +135,17 @@ def run_tissuemnist(work: Path, seed: int, overrides: dict[str, Any]) -> dict[st
     run_workflow(bundle, "train", **common, **request)
     for name in names:
         run_workflow(bundle, "unlearn", name, **common, **request)
-    scores, losses = {}, {}
-    for model in ("model", "retrained", *(f"unlearned_{name}" for name in names)):
-        run_workflow(bundle, "evaluate", **common, **request, model_path=str(work / "models" / f"{model}.pt"))
-        scores[model] = read_json(work / "models" / f"{model}.eval.json")
-        items = read_json(work / "models" / f"{model}.items.json")
-        losses[model] = float(np.mean(items["splits"]["forget"]["loss"]))
-    accuracies = ("forget_acc", "retain_acc", "test_acc")
-    return {
-        "drop": {name: scores["model"]["forget_acc"] - scores[f"unlearned_{name}"]["forget_acc"] for name in names},
-        "loss_rise": {name: losses[f"unlearned_{name}"] - losses["model"] for name in names},
-        "closer": {name: closer(scores, f"unlearned_{name}", accuracies) for name in names},
-    }
+    scores = evaluate_every_model(bundle, names, common, request)
+    losses = {model: float(np.mean(read_json(work / "models" / f"{model}.items.json")["splits"]["forget"]["loss"]))
+              for model in scores}  # fmt: skip
+    quantities = drop_and_closer(scores, names, "acc")
+    del quantities["drop"]["retrained"]  # this setting's results file has strategies only
+    return {**quantities, "loss_rise": {name: losses[f"unlearned_{name}"] - losses["model"] for name in names}}
 
 
 def run_mrbrains18(work: Path, seed: int, overrides: dict[str, Any]) -> dict[str, dict[str, float]]:
     """The MRBrainS18 test's pipeline (its sizes, subjects and overrides) at ``seed``."""
     from medunlearn_monai.data.synthetic import write_synthetic_mrbrains18
-    from medunlearn_monai.records import read_json
     from medunlearn_monai.workflows import run_workflow, strategies
 
     bundle = "mrbrains18_med3d_segmentation"
@@ -146,16 +163,7 @@ def run_mrbrains18(work: Path, seed: int, overrides: dict[str, Any]) -> dict[str
     for name in names:
         run_workflow(bundle, "unlearn", name, **common, **request, unlearn_epochs=4,
                      **strategy_overrides.get(name, {}))  # fmt: skip
-    scores = {}
-    for model in ("model", "retrained", *(f"unlearned_{name}" for name in names)):
-        run_workflow(bundle, "evaluate", **common, **request, model_path=str(work / "models" / f"{model}.pt"))
-        scores[model] = read_json(work / "models" / f"{model}.eval.json")
-    rows = {"retrained": "retrained", **{name: f"unlearned_{name}" for name in names}}
-    dice = ("forget_dice", "retain_dice", "test_dice")
-    return {
-        "drop": {row: scores["model"]["forget_dice"] - scores[model]["forget_dice"] for row, model in rows.items()},
-        "closer": {row: closer(scores, model, dice) for row, model in rows.items() if row != "retrained"},
-    }
+    return drop_and_closer(evaluate_every_model(bundle, names, common, request), names, "dice")
 
 
 def run_noise_modes(work: Path, seed: int, overrides: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -188,7 +196,6 @@ def run_noise_modes(work: Path, seed: int, overrides: dict[str, Any]) -> dict[st
 def run_chexpert(work: Path, seed: int, overrides: dict[str, Any]) -> dict[str, dict[str, float]]:
     """The CheXpert test's pipeline (its data, sizes and request) at ``seed``."""
     from medunlearn_monai.data.synthetic import write_synthetic_chexpert
-    from medunlearn_monai.records import read_json
     from medunlearn_monai.workflows import run_workflow, strategies
 
     bundle = "chexpert_resnet_classification"
@@ -203,15 +210,9 @@ def run_chexpert(work: Path, seed: int, overrides: dict[str, Any]) -> dict[str, 
     run_workflow(bundle, "train", **common, **request)
     for name in names:
         run_workflow(bundle, "unlearn", name, **common, **request)
-    scores = {}
-    for model in ("model", "retrained", *(f"unlearned_{name}" for name in names)):
-        run_workflow(bundle, "evaluate", **common, **request, model_path=str(work / "models" / f"{model}.pt"))
-        scores[model] = read_json(work / "models" / f"{model}.eval.json")
-    rows = {"retrained": "retrained", **{name: f"unlearned_{name}" for name in names}}
-    accuracies = ("forget_acc", "retain_acc", "test_acc")
+    scores = evaluate_every_model(bundle, names, common, request)
     return {
-        "drop": {row: scores["model"]["forget_acc"] - scores[model]["forget_acc"] for row, model in rows.items()},
-        "closer": {row: closer(scores, model, accuracies) for row, model in rows.items() if row != "retrained"},
+        **drop_and_closer(scores, names, "acc"),
         "reference": {
             "original test AUC (x 100)": scores["model"]["test_auc"],
             "retraining's forget-accuracy drop": scores["model"]["forget_acc"] - scores["retrained"]["forget_acc"],
