@@ -39,7 +39,7 @@ VERSION_KEYS = {"python", "torch", "monai", "ignite", "mlflow", "medunlearn_mona
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Train, retrain, unlearn (rl) and evaluate all three on tiny data, once for the module."""
+    """Train, retrain, unlearn (rl, ft) and evaluate the original, retrained and rl models, once for the module."""
     work = tmp_path_factory.mktemp("certificates")
     data = write_synthetic_tissuemnist(work / "data" / "tissuemnist.npz", n_train=120, n_val=30, n_test=60)
     request = ForgetRequest.generate(load_medmnist_items(data, "train"), 0.2, seed=0)
@@ -54,6 +54,7 @@ def runs(tmp_path_factory):
         run_workflow(BUNDLE, "train", **common)
         run_workflow(BUNDLE, "train", **with_request)
         run_workflow(BUNDLE, "unlearn", "rl", **with_request, unlearn_epochs=1)
+        run_workflow(BUNDLE, "unlearn", "ft", **with_request, unlearn_epochs=2)  # its own budget, not max_epochs
         for model in ("model", "retrained", "unlearned_rl"):
             run_workflow(BUNDLE, "evaluate", **with_request, model_path=str(work / "models" / f"{model}.pt"))
     return work, request, environment
@@ -109,7 +110,10 @@ def test_retraining_and_unlearning_issue_a_complete_certificate(runs, model):
         certificate["hyperparameters"]["learning_rate"] > 0 and certificate["hyperparameters"][EPOCHS_KEY[model]] == 1
     )
     assert certificate["seed"] == 0 and certificate["bundle"] == BUNDLE
-    assert certificate["timing"]["seconds"] > 0 and certificate["timing"]["samples_per_second"] > 0
+    # one epoch over every trained item (unlearning keeps the last partial batch; 96 retained items fill 3 batches)
+    timing = certificate["timing"]
+    assert timing["epochs"] == 1
+    assert timing["seconds"] * timing["samples_per_second"] == pytest.approx(certificate["counts"]["trained_items"])
     assert set(certificate["versions"]) == VERSION_KEYS and certificate["versions"]["torch"] == torch.__version__
 
     client = mlflow.MlflowClient(environment["MLFLOW_TRACKING_URI"])
@@ -356,3 +360,30 @@ def test_batches_must_carry_item_identities_and_the_bitmap_marks_the_learned_one
     assert manifest.chosen(manifest.bitmap(learned)) == learned
     with pytest.raises(ValueError, match="a bitmap of 2 bytes does not cover a manifest of 8 items"):
         retain_manifest(items[:8], b"salt", ".").chosen(manifest.bitmap(learned))
+
+
+# FT's effect is a mechanism, not an outcome: it fine-tunes on the retained items alone (its measured forget-accuracy
+# drop is 0 in the end-to-end settings, benchmarks/results/outcome_spread*.md). The certificate's record of what the
+# trainer consumed shows it: every retained item, no forget item; RL consumes the forget items too, flagged.
+def test_fine_tuning_consumes_every_retained_item_and_no_forgotten_one(runs):
+    work, request, _ = runs
+    split = request.split(load_medmnist_items(work / "data" / "tissuemnist.npz", "train"))
+    manifest = retain_manifest(split.retain, SALT.encode(), work / "data")
+    consumed = {
+        model: read_certificate(certificate_path(work / "models" / f"{model}.pt"))["consumed_items"]
+        for model in ("unlearned_ft", "unlearned_rl")
+    }
+    assert consumed["unlearned_ft"]["forget_flagged_items"] == 0
+    assert consumed["unlearned_rl"]["forget_flagged_items"] == len(split.forget) == 24
+    for record in consumed.values():
+        assert record["learned_items"] == len(split.retain) == 96 and record["learned_outside_manifest"] == 0
+        assert manifest.chosen(record["learned_in_manifest"]) == sorted(manifest.identities)
+
+
+def test_an_unlearning_run_logs_its_own_budget_beside_the_source_models_training_epochs(runs):
+    work, _, environment = runs
+    client = mlflow.MlflowClient(environment["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("certificates").experiment_id
+    (run,) = client.search_runs([experiment], "params.workflow = 'unlearn' and params.strategy = 'ft'")
+    assert run.data.params["unlearn_epochs"] == "2" and run.data.params["trained_epochs"] == "1"
+    assert read_certificate(certificate_path(work / "models" / "unlearned_ft.pt"))["timing"]["epochs"] == 2

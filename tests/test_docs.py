@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from medunlearn_monai.certificate import guarantee_of
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 PACKAGE = ROOT / "medunlearn_monai"
@@ -93,3 +95,17 @@ def test_readme_states_the_commands_ci_runs():
     readme, ci = README.read_text(), (ROOT / ".ci" / "run").read_text()
     assert "make test" in readme and re.search(r"^make test$", ci, re.MULTILINE)
     assert "mkdocs build --strict" in readme and "mkdocs build --strict" in ci
+
+
+def test_readme_and_every_bundle_readme_describe_the_two_guarantee_kinds():
+    """The certificate's two words are explained where a user reads first: each bundle README and the README's link."""
+    assert "(docs/concepts/exact-vs-approximate.md)" in README.read_text()
+    readmes = sorted((ROOT / "bundles").glob("*/docs/README.md"))
+    assert len(readmes) == 3
+    for readme in readmes:
+        text = " ".join(readme.read_text().split())
+        assert 'Retraining and SISA certify `"guarantee": "exact"`' in text, readme
+        assert 'every other strategy certifies `"approximate"`' in text, readme
+    # the documented split is the code's: SISA exact, every other strategy approximate
+    assert {guarantee_of(name) for name in ("retrain", "sisa")} == {"exact"}
+    assert {guarantee_of(name) for name in ("rl", "salun", "ft")} == {"approximate"}

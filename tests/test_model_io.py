@@ -4,7 +4,13 @@ import os
 import pytest
 import torch
 
-from medunlearn_monai.model_io import ModelSnapshots, ModelWriter, check_weights_fit, check_writable
+from medunlearn_monai.model_io import (
+    ModelSnapshots,
+    ModelWriter,
+    check_replaceable,
+    check_weights_fit,
+    check_writable,
+)
 from medunlearn_monai.records import evaluation_path, file_sha256, read_record, record_path, write_json
 
 
@@ -33,6 +39,19 @@ def test_writer_refuses_to_overwrite_its_source_model(tmp_path):
     torch.save({}, source)
     with pytest.raises(ValueError, match="is the source model"):
         ModelWriter(tmp_path / "." / "model.pt", {}, source_model=source)
+
+
+@pytest.mark.parametrize("overwrite", [True, "true", "yes", "1"])
+def test_an_original_model_is_replaced_only_when_overwrite_is_set(tmp_path, overwrite):
+    model = tmp_path / "model.pt"
+    check_replaceable(model)  # nothing there yet
+    torch.save({}, model)
+    for refused in (False, "false", None):
+        with pytest.raises(FileExistsError, match="pass --overwrite true to replace it"):
+            check_replaceable(model, refused)
+    check_replaceable(model, overwrite)
+    with pytest.raises(ValueError, match="overwrite must be true or false, got 'maybe'"):
+        check_replaceable(model, "maybe")
 
 
 def test_read_record_of_missing_model_fails_and_foreign_model_has_empty_record(tmp_path):

@@ -219,7 +219,8 @@ def test_without_a_retrained_reference_the_tradeoff_is_minimised(tuned, monkeypa
         + max(0, original["retain_acc"] - evaluation["retain_acc"])
     )
     assert result.best.objective == pytest.approx(expected)
-    assert "speedup_vs_retrain_incl_tuning" not in result.metrics and result.metrics["tuning_seconds"] > 0
+    assert "speedup_vs_retrain_incl_tuning" not in result.metrics
+    assert result.metrics["tuning_seconds"] > 0  # only that the search is billed: a duration has no expected value
 
 
 @pytest.mark.parametrize(

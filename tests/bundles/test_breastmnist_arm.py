@@ -45,5 +45,7 @@ def test_breastmnist_trains_and_evaluates_through_the_tissuemnist_bundle(tmp_pat
     assert len(splits["forget"]["loss"]) == round(0.1 * 546)
     assert len(splits["test"]["loss"]) == 156
     evaluation = read_json(model.with_suffix(".eval.json"))
+    # This test is the real file's plumbing (classes, splits, no copy); what the arm's models score is measured over
+    # seeds beside a noise floor in benchmarks/results/classification_protocol.md, not asserted here.
     assert 0.0 <= evaluation["test_acc"] <= 1.0
     assert BREASTMNIST.is_file() and not (tmp_path / "models" / "breastmnist.npz").exists()

@@ -96,6 +96,20 @@ def test_forgetting_strategies_lower_forget_accuracy(pipeline, strategy):
     assert unlearned["forget_acc"] < original["forget_acc"] - 0.03
 
 
+def test_every_unlearned_model_is_scored_against_retraining(pipeline):
+    """Gap and speedup recomputed here from retrained.pt's own evaluation and record."""
+    _, _, models, _ = pipeline
+    retrained = read_json(models / "retrained.eval.json")
+    retrain_seconds = read_json(models / "retrained.json")["seconds"]
+    for name in STRATEGIES:
+        metrics = read_json(models / f"unlearned_{name}.eval.json")
+        differences = [abs(metrics[key] - retrained[key]) for key in ("forget_acc", "retain_acc", "test_acc")]
+        differences.append(abs(metrics["mia_efficacy"] - retrained["mia_efficacy"]))
+        assert metrics["gap_to_retrain"] == pytest.approx(25 * sum(differences)), name  # points: 100 / 4 metrics
+        unlearn_seconds = read_json(models / f"unlearned_{name}.json")["seconds"]
+        assert metrics["speedup_vs_retrain"] == pytest.approx(retrain_seconds / unlearn_seconds), name
+
+
 def test_per_sex_and_per_observation_metrics_reach_mlflow(pipeline):
     _, _, _, environment = pipeline
     client = mlflow.MlflowClient(environment["MLFLOW_TRACKING_URI"])

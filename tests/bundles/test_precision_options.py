@@ -55,4 +55,5 @@ def test_a_segmentation_training_with_amp_validates_with_the_sliding_window_unde
     assert read_json(tmp_path / "models" / "model.json")["amp"] is True
     client = mlflow.MlflowClient(tracking_uri())
     (run,) = client.search_runs([client.get_experiment_by_name("amp-seg").experiment_id])
+    # one epoch: the Dice value claims nothing about quality; that the autocast validation ran and logged it does
     assert run.info.status == "FINISHED" and 0.0 <= run.data.metrics["val_dice"] <= 1.0

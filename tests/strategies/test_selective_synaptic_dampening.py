@@ -111,7 +111,8 @@ def test_run_dampens_the_selected_weights_and_ends_before_any_optimizer_step(mak
     saved = torch.load(tmp_path / "model.pt", weights_only=True)
     assert all(torch.equal(saved[name], value) for name, value in trainer.network.state_dict().items())
     record = read_record(tmp_path / "model.pt")
-    assert record["seconds"] > 0 and record["epochs"] == 0
+    assert record["epochs"] == 0  # dampening is one pass, no epoch
+    assert record["seconds"] > 0  # only that the cost is recorded: a duration has no expected value
 
 
 def test_segmentation_losses_over_voxels_work(make_seg_trainer):

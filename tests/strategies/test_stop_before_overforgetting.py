@@ -59,8 +59,13 @@ def test_network_mode_is_restored_after_a_measurement(make_trainer):
     forget, reference = loaders(items)
     stopper = StopBeforeOverForgetting(forget, reference, min_epochs=0)
     trainer = make_trainer(items=items, handlers=[stopper], epochs=1)
+    trainer.network.eval()
+    with torch.no_grad():
+        logits = torch.cat([trainer.network(batch["image"]) for batch in forget])
+        labels = torch.cat([batch["label"] for batch in forget])
+    expected = (logits.argmax(dim=1) == labels).float().mean().item()  # measured in eval mode
     trainer.network.train()
-    assert 0.0 <= stopper.loader_accuracy(trainer, forget) <= 1.0
+    assert stopper.loader_accuracy(trainer, forget) == pytest.approx(expected)
     assert trainer.network.training
 
 

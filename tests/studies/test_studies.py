@@ -70,6 +70,8 @@ def _runs(work: Path, workflow: str | None = None):
 
 
 def test_ulira_scores_the_strategy_and_nests_its_shadow_runs(targets):
+    # Two shadow pairs of 3-epoch models make the AUC's value noise, so only that it is an AUC is asserted here; its
+    # computation is tested on known cases in tests/metrics/test_ulira.py. The seconds show that the cost is logged.
     assert 0.0 <= targets["ulira"]["ulira_auc_rl"] <= 1.0
     assert targets["ulira"]["ulira_shadow_pairs"] == 2 and targets["ulira"]["ulira_seconds"] > 0
     _, [study] = _runs(targets["work"], "ulira")
