@@ -11,6 +11,7 @@ import monai.bundle
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from medunlearn_monai.data.chexpert import CheXpertFormatError, load_chexpert_items
 from medunlearn_monai.data.synthetic import write_synthetic_chexpert
@@ -188,7 +189,7 @@ def _chain(error: BaseException) -> list[BaseException]:
     return chain
 
 
-def test_inference_writes_five_probabilities_per_image(pipeline, tmp_path):
+def test_inference_config_predicts_like_the_trained_model(pipeline, tmp_path):
     _, data, models, _ = pipeline
     images = sorted((data / "train").rglob("view1_frontal.jpg"))[:3]
     folder = tmp_path / "images"
@@ -199,9 +200,16 @@ def test_inference_writes_five_probabilities_per_image(pipeline, tmp_path):
                  image_size=32)  # fmt: skip
     rows = (tmp_path / "out" / "predictions.csv").read_text().strip().splitlines()
     assert len(rows) == 3
+    # the trained network on the image as training read it (32 px already, intensities / 255), one sigmoid per finding
+    network = monai.networks.nets.resnet18(spatial_dims=2, n_input_channels=1, num_classes=5)
+    network.load_state_dict(torch.load(models / "model.pt", weights_only=True))
+    network.eval()
     for row in rows:
-        probabilities = [float(value) for value in row.split(",")[1:]]
-        assert len(probabilities) == 5 and all(0 <= value <= 1 for value in probabilities)
+        name, *probabilities = row.split(",")
+        pixels = np.asarray(Image.open(folder / Path(name).parent.name / "view1_frontal.jpg"), dtype=np.float32)
+        with torch.no_grad():
+            expected = torch.sigmoid(network(torch.as_tensor(pixels)[None, None] / 255.0))[0]
+        assert torch.allclose(torch.tensor([float(value) for value in probabilities]), expected, atol=1e-4), name
 
 
 def test_ignore_policy_trains_and_scores_on_known_labels_only(synthetic_data, tmp_path):
